@@ -1,0 +1,110 @@
+"""The `tenantry` command: generate CRDs, run the local development environment, and more."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tenantry import __version__
+
+
+def _cmd_crds(args: argparse.Namespace) -> int:
+    from tenantry.model import crdgen
+
+    out = Path(args.output_dir)
+    if args.check:
+        stale = crdgen.drift(out)
+        if stale:
+            print(f"crds out of date in {out}: {', '.join(stale)}; run `tenantry crds`",
+                  file=sys.stderr)
+            return 1
+        print(f"{out}: up to date")
+        return 0
+    for path in crdgen.write(out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_dev_up(args: argparse.Namespace) -> int:
+    from tenantry.devcluster import devenv
+
+    samples = None if args.no_samples else Path(args.samples)
+    return devenv.run_until_signalled(
+        devenv.configured_kubeconfig(args.kubeconfig),
+        with_postgres=not args.no_postgres,
+        samples=samples,
+        exit_when_ready=args.exit_when_ready,
+    )
+
+
+def _cmd_dev_build(args: argparse.Namespace) -> int:
+    from tenantry.devcluster import build
+
+    try:
+        binaries = build.ensure_binaries()
+    except build.BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in binaries.all():
+        print(path)
+    return 0
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    print(f"tenantry {__version__}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tenantry",
+        description="Tenantry: secure multi-tenancy for Kubernetes. Tenants, encrypted "
+                    "Credentials and RotationPolicies, enforced by an operator and admission.",
+    )
+    parser.add_argument("--version", action="version", version=f"tenantry {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    crds = commands.add_parser("crds", help="generate crds/ from the pydantic models",
+                               description="Write the CustomResourceDefinitions generated from "
+                                           "the models, or check that they are up to date.")
+    crds.add_argument("--output-dir", default="crds", help="directory to write (default: crds)")
+    crds.add_argument("--check", action="store_true",
+                      help="exit 1 if the files differ from the models instead of writing")
+    crds.set_defaults(func=_cmd_crds)
+
+    dev = commands.add_parser("dev", help="local development environment")
+    dev_commands = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND", required=True)
+    up = dev_commands.add_parser(
+        "up", help="start a local control plane and PostgreSQL, install CRDs and samples",
+        description="Without a cluster configured (--kubeconfig or KUBECONFIG), build (first run "
+                    "only) and start etcd, kube-apiserver and kube-controller-manager on "
+                    "127.0.0.1, plus PostgreSQL; then install the CRDs and the samples. Runs "
+                    "until Ctrl-C, then stops everything.")
+    up.add_argument("--kubeconfig", help="use this cluster instead of starting one")
+    up.add_argument("--no-postgres", action="store_true", help="do not start PostgreSQL")
+    up.add_argument("--samples", default="manifests/samples",
+                    help="directory of sample manifests to apply (default: manifests/samples)")
+    up.add_argument("--no-samples", action="store_true", help="do not apply samples")
+    up.add_argument("--exit-when-ready", action="store_true",
+                    help="stop everything and exit 0 once ready (a smoke test)")
+    up.set_defaults(func=_cmd_dev_up)
+    build = dev_commands.add_parser(
+        "build", help="build the control plane binaries into the cache (first run: 10-25 min)")
+    build.set_defaults(func=_cmd_dev_build)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(func=_cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The RotationPolicy resource (namespaced): what rotates, when, and how long old keys live.
+
+Rotation runs as small steps coordinated through status conditions (add a key version, promote
+it, re-encrypt, retire the old one), on a schedule and on demand (change `spec.trigger`).
+Master-key and API-signing-key rotation are platform-wide, so only a policy in Tenantry's own
+namespace may name them; the operator reports any other such policy in a condition.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from tenantry.model.common import Conditions, Duration, SpecModel, cel, k8s_schema
+
+KIND = "RotationPolicy"
+PLURAL = "rotationpolicies"
+SINGULAR = "rotationpolicy"
+SHORT_NAMES = ["rotp"]
+
+# Standard 5-field cron (minute hour day-of-month month day-of-week) or a macro.
+CRON_PATTERN = (
+    r"^(@(yearly|annually|monthly|weekly|daily|hourly)|"
+    r"([0-9*,/\-]+|\?)\s+([0-9*,/\-]+)\s+([0-9*,/\-?LW]+)\s+([0-9A-Za-z*,/\-]+)\s+"
+    r"([0-9A-Za-z*,/\-?L#]+))$"
+)
+
+
+class Target(StrEnum):
+    MASTER_KEY = "MasterKey"
+    CREDENTIALS = "Credentials"
+    API_SIGNING_KEYS = "ApiSigningKeys"
+    WEBHOOK_CERTIFICATES = "WebhookCertificates"
+
+
+class LabelSelector(SpecModel):
+    match_labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(
+        default_factory=dict, max_length=16)]
+
+
+class RotationPolicySpec(SpecModel):
+    targets: Annotated[list[Target], Field(
+        min_length=1, max_length=4, description="What this policy rotates.",
+        json_schema_extra=k8s_schema(**{"x-kubernetes-list-type": "set"}))]
+    schedule: Annotated[str | None, Field(
+        max_length=128, pattern=CRON_PATTERN,
+        description="Cron schedule (5 fields, UTC) or @daily/@weekly/@monthly...; "
+                    "omit for on-demand only.")] = None
+    trigger: Annotated[str | None, Field(
+        max_length=128,
+        description="Change this value (e.g. to a timestamp) to rotate now.")] = None
+    credential_selector: Annotated[LabelSelector | None, Field(
+        description="Credentials (in this namespace) to re-encrypt; all when omitted.")] = None
+    retain_previous: Annotated[int, Field(
+        ge=0, le=10, description="Old key versions kept able to decrypt after rotation.")] = 1
+    grace_period: Annotated[Duration, Field(
+        description="How long a retired version still verifies/decrypts (zero downtime).")] \
+        = "24h"
+    suspend: Annotated[bool, Field(description="Pause scheduled rotations.")] = False
+
+
+SPEC_VALIDATIONS = [
+    cel("has(self.schedule) || has(self.trigger)",
+        "set spec.schedule, spec.trigger or both: a policy with neither never rotates",
+        reason="FieldValueRequired"),
+    cel("!has(self.credentialSelector) || 'Credentials' in self.targets",
+        "spec.credentialSelector needs 'Credentials' in spec.targets",
+        reason="FieldValueInvalid", field_path=".credentialSelector"),
+]
+
+
+class RotationRecord(SpecModel):
+    time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    target: Target
+    from_version: Annotated[str | None, Field(max_length=128)] = None
+    to_version: Annotated[str | None, Field(max_length=128)] = None
+    result: Annotated[str, Field(max_length=64)]
+    reencrypted: Annotated[int, Field(ge=0)] = 0
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
+class RotationPolicyStatus(SpecModel):
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    conditions: Conditions
+    last_rotation_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] \
+        = None
+    next_rotation_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] \
+        = None
+    last_handled_trigger: Annotated[str | None, Field(max_length=128)] = None
+    current_versions: Annotated[dict[str, Annotated[str, Field(max_length=128)]], Field(
+        default_factory=dict, max_length=8, description="Target -> active version.")]
+    history: Annotated[list[RotationRecord], Field(
+        default_factory=list, max_length=20, description="Most recent rotations, newest first.")]
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Ready", "type": "string",
+     "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Targets", "type": "string", "jsonPath": ".spec.targets"},
+    {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+    {"name": "Last-Rotation", "type": "date", "jsonPath": ".status.lastRotationTime"},
+    {"name": "Next-Rotation", "type": "date", "jsonPath": ".status.nextRotationTime",
+     "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]

@@ -1,0 +1,299 @@
+"""The Tenant resource (cluster-scoped): who the tenant is, what it may use, how it is isolated."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field
+from pydantic.config import JsonDict
+
+from tenantry.model.common import (
+    Cidr,
+    Conditions,
+    DnsLabel,
+    Quantity,
+    SpecModel,
+    cel,
+    k8s_schema,
+)
+
+KIND = "Tenant"
+PLURAL = "tenants"
+SINGULAR = "tenant"
+SHORT_NAMES = ["tn"]
+
+# Pod Security Admission level version the namespaces are pinned to (the control plane's minor).
+POD_SECURITY_VERSION = "v1.35"
+
+
+class Role(StrEnum):
+    """The four tiers; each includes everything the one below may do."""
+
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+    VIEWER = "viewer"
+
+
+class SubjectKind(StrEnum):
+    USER = "User"
+    GROUP = "Group"
+    SERVICE_ACCOUNT = "ServiceAccount"
+
+
+class Member(SpecModel):
+    """A user, group or ServiceAccount and the tier it gets in every tenant namespace."""
+
+    kind: Annotated[SubjectKind, Field(description="User, Group or ServiceAccount.")]
+    name: Annotated[str, Field(min_length=1, max_length=253,
+                               description="User or group name, or the ServiceAccount's name.")]
+    namespace: Annotated[DnsLabel | None, Field(
+        description="The ServiceAccount's namespace; required for ServiceAccounts only.")] = None
+    role: Annotated[Role, Field(description="owner, admin, member or viewer.")]
+
+
+class TenantNamespace(SpecModel):
+    """A namespace the tenant owns."""
+
+    name: Annotated[DnsLabel, Field(description="Namespace name.")]
+    adopt: Annotated[bool, Field(
+        description="Take over this namespace if it already exists and belongs to no tenant. "
+                    "Without it, an existing namespace is never taken over.")] = False
+
+
+class Protocol(StrEnum):
+    TCP = "TCP"
+    UDP = "UDP"
+    SCTP = "SCTP"
+
+
+class PortRule(SpecModel):
+    port: Annotated[int, Field(ge=1, le=65535)]
+    end_port: Annotated[int | None, Field(ge=1, le=65535,
+                                          description="Last port of a range starting at port.")]\
+        = None
+    protocol: Protocol = Protocol.TCP
+
+
+class EgressRule(SpecModel):
+    """One allowed destination: an IP range, or a namespace of the cluster (a named service)."""
+
+    description: Annotated[str | None, Field(max_length=256)] = None
+    cidr: Annotated[Cidr | None, Field(
+        description="Destination range. Private ranges also need spec.network."
+                    "approvedPrivateRanges.")] = None
+    namespace: Annotated[DnsLabel | None, Field(
+        description="Destination namespace in this cluster (e.g. a shared service).")] = None
+    pod_labels: Annotated[dict[str, Annotated[str, Field(max_length=63)]] | None, Field(
+        max_length=16,
+        description="With namespace: only pods with these labels.")] = None
+    ports: Annotated[list[PortRule], Field(
+        default_factory=list, max_length=32,
+        description="Allowed ports; empty means all ports.")]
+
+
+_EGRESS_RULES = [
+    cel("has(self.cidr) != has(self.__namespace__)",
+        "exactly one of cidr or namespace must be set", reason="FieldValueInvalid"),
+    cel("!has(self.podLabels) || has(self.__namespace__)",
+        "podLabels needs namespace", reason="FieldValueInvalid", field_path=".podLabels"),
+    cel("!has(self.ports) || self.ports.all(p, !has(p.endPort) || p.endPort >= p.port)",
+        "endPort must be >= port", reason="FieldValueInvalid", field_path=".ports"),
+]
+
+
+# Ranges a tenant can reach only with explicit approval (RFC 1918, CGNAT, link-local incl. the
+# cloud metadata address 169.254.169.254, loopback, IPv6 ULA, link-local and loopback).
+PRIVATE_RANGES = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+    "127.0.0.0/8", "fc00::/7", "fe80::/10", "::1/128",
+)
+_PRIVATE_CEL = "[" + ", ".join(f"'{r}'" for r in PRIVATE_RANGES) + "]"
+
+
+def _same_family(a: str, b: str) -> str:
+    return f"cidr({a}).ip().family() == cidr({b}).ip().family()"
+
+
+_NETWORK_RULES: list[Any] = [
+    cel(
+        "self.egress.all(r, !has(r.cidr) || "
+        f"!{_PRIVATE_CEL}.exists(p, {_same_family('p', 'r.cidr')} && "
+        "cidr(p).containsCIDR(r.cidr)) || "
+        f"self.approvedPrivateRanges.exists(a, {_same_family('a', 'r.cidr')} && "
+        "cidr(a).containsCIDR(r.cidr)))",
+        "egress: a private, link-local or loopback cidr must lie inside one of "
+        "approvedPrivateRanges",
+        reason="FieldValueForbidden", field_path=".egress",
+    ),
+]
+
+
+class Network(SpecModel):
+    """Isolation: default deny, DNS, the tenant's own namespaces, then this allow-list.
+
+    A public rule that spans private space (0.0.0.0/0, say) is allowed; the operator carves the
+    unapproved private ranges out of it with `except`.
+    """
+
+    model_config = ConfigDict(
+        **SpecModel.model_config,
+        json_schema_extra={"x-kubernetes-validations": _NETWORK_RULES},
+    )
+
+    egress: Annotated[list[Annotated[EgressRule, Field(
+        json_schema_extra=k8s_schema(**{"x-kubernetes-validations": _EGRESS_RULES}))]], Field(
+        default_factory=list, max_length=64,
+        description="Egress allow-list. Everything else is denied.")]
+    approved_private_ranges: Annotated[list[Cidr], Field(
+        default_factory=list, max_length=32,
+        description="Private, link-local or loopback ranges this tenant may reach. Every "
+                    "private CIDR in egress must lie inside one of these.",
+        json_schema_extra=k8s_schema(**{"x-kubernetes-list-type": "set"}))]
+    allow_intra_tenant: Annotated[bool, Field(
+        description="Allow traffic between the tenant's own namespaces.")] = True
+    dns_namespace: Annotated[DnsLabel, Field(description="Namespace of the cluster DNS.")] \
+        = "kube-system"
+
+
+class Quota(SpecModel):
+    """ResourceQuota for each tenant namespace."""
+
+    cpu: Annotated[Quantity, Field(description="requests.cpu and limits.cpu")] = "8"
+    memory: Annotated[Quantity, Field(description="requests.memory and limits.memory")] = "16Gi"
+    ephemeral_storage: Quantity = "20Gi"
+    storage: Annotated[Quantity, Field(description="requests.storage across PVCs")] = "100Gi"
+    pods: Annotated[int, Field(ge=0, le=100000)] = 50
+    services: Annotated[int, Field(ge=0, le=10000)] = 20
+    services_load_balancers: Annotated[int, Field(ge=0, le=1000)] = 0
+    services_node_ports: Annotated[int, Field(ge=0, le=1000)] = 0
+    secrets: Annotated[int, Field(ge=0, le=100000)] = 100
+    config_maps: Annotated[int, Field(ge=0, le=100000)] = 100
+    persistent_volume_claims: Annotated[int, Field(ge=0, le=10000)] = 20
+
+
+class Limits(SpecModel):
+    """LimitRange defaults for containers that declare nothing."""
+
+    default_cpu: Quantity = "500m"
+    default_memory: Quantity = "512Mi"
+    default_request_cpu: Quantity = "100m"
+    default_request_memory: Quantity = "128Mi"
+    max_cpu: Quantity = "4"
+    max_memory: Quantity = "8Gi"
+
+
+class EnforcementMode(StrEnum):
+    DENY = "Deny"
+    WARN = "Warn"
+    AUDIT = "Audit"
+
+
+class Exemption(SpecModel):
+    """An explicit, audited hole in the hardening rules. Nothing is exempt by default."""
+
+    rule: Annotated[str | None, Field(max_length=64, pattern=r"^[a-zA-Z][a-zA-Z0-9]*$",
+                                      description="Rule id, e.g. readOnlyRootFilesystem.")] \
+        = None
+    image: Annotated[str | None, Field(max_length=512,
+                                       description="Image reference (prefix match).")] = None
+    namespace: Annotated[DnsLabel | None, Field(description="One of the tenant's namespaces.")] \
+        = None
+    reason: Annotated[str, Field(min_length=1, max_length=512,
+                                 description="Why; recorded in the audit ledger.")]
+
+
+class PodSecurity(SpecModel):
+    mode: Annotated[EnforcementMode, Field(
+        description="Deny refuses non-hardened pods; Warn admits with warnings; Audit admits "
+                    "and records.")] = EnforcementMode.DENY
+    exemptions: Annotated[list[Annotated[Exemption, Field(json_schema_extra=k8s_schema(**{
+        "x-kubernetes-validations": [cel(
+            "has(self.rule) || has(self.image) || has(self.__namespace__)",
+            "an exemption names at least one of rule, image or namespace",
+            reason="FieldValueRequired")],
+    }))]], Field(default_factory=list, max_length=32)]
+
+
+class DeletionPolicy(StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+# Lets the apiserver fill nested defaults when the whole object is omitted.
+_DEFAULT_EMPTY: JsonDict = {"default": {}}
+
+
+class TenantSpec(SpecModel):
+    display_name: Annotated[str | None, Field(max_length=256)] = None
+    members: Annotated[list[Member], Field(
+        min_length=1, max_length=256,
+        description="Who gets which tier in every tenant namespace.",
+        json_schema_extra=k8s_schema(**{"x-kubernetes-validations": [
+            cel("self.exists(m, m.role == 'owner')",
+                "at least one member must have role owner", reason="FieldValueRequired"),
+            cel("self.all(m, m.kind == 'ServiceAccount' ? has(m.__namespace__) "
+                ": !has(m.__namespace__))",
+                "namespace is required for ServiceAccount members and forbidden for others",
+                reason="FieldValueInvalid"),
+            cel("self.all(m, m.kind != 'ServiceAccount' || "
+                "m.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*"
+                "[a-z0-9])?)*$'))",
+                "a ServiceAccount member's name must be a DNS subdomain",
+                reason="FieldValueInvalid"),
+        ]}))]
+    namespaces: Annotated[list[TenantNamespace], Field(
+        min_length=1, max_length=64,
+        description="Namespaces of this tenant.",
+        json_schema_extra=k8s_schema(**{
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        }))]
+    network: Network = Field(default_factory=Network, json_schema_extra=_DEFAULT_EMPTY)
+    quota: Quota = Field(default_factory=Quota, json_schema_extra=_DEFAULT_EMPTY)
+    limits: Limits = Field(default_factory=Limits, json_schema_extra=_DEFAULT_EMPTY)
+    pod_security: PodSecurity = Field(default_factory=PodSecurity, json_schema_extra=_DEFAULT_EMPTY)
+    deletion_policy: Annotated[DeletionPolicy, Field(
+        description="What happens to the namespaces when the Tenant is deleted. Retain keeps "
+                    "them (and their data) but removes tenant ownership.")] \
+        = DeletionPolicy.RETAIN
+
+
+class NamespaceStatus(SpecModel):
+    name: DnsLabel
+    ready: bool
+    reason: Annotated[str, Field(max_length=128)] = ""
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
+class TenantStatus(SpecModel):
+    observed_generation: Annotated[int | None, Field(ge=0)] = None
+    conditions: Conditions
+    namespaces: Annotated[list[NamespaceStatus], Field(
+        default_factory=list, max_length=64,
+        json_schema_extra=k8s_schema(**{
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        }))]
+    namespace_count: Annotated[int | None, Field(ge=0)] = None
+    member_count: Annotated[int | None, Field(ge=0)] = None
+
+
+# Rules on the whole object (metadata is only reachable from the root).
+ROOT_VALIDATIONS = [
+    cel("self.metadata.name.size() <= 63",
+        "metadata.name: a Tenant name is used as a label value and must be at most 63 characters",
+        reason="FieldValueInvalid"),
+]
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Ready", "type": "string",
+     "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+    {"name": "Reason", "type": "string",
+     "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+    {"name": "Namespaces", "type": "integer", "jsonPath": ".status.namespaceCount"},
+    {"name": "Members", "type": "integer", "jsonPath": ".status.memberCount"},
+    {"name": "Pod-Security", "type": "string", "jsonPath": ".spec.podSecurity.mode"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
