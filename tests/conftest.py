@@ -1,0 +1,85 @@
+"""Shared fixtures: a real local control plane and a real PostgreSQL, started once per session.
+
+The control plane is always one these tests started themselves: they never touch a cluster from
+the environment (KUBECONFIG is ignored), so a developer's real cluster is safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from tenantry import kube
+from tenantry.devcluster.cluster import LocalControlPlane
+from tenantry.devcluster.devenv import install_crds
+from tenantry.devcluster.postgres import LocalPostgres
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/e2e/" in str(item.path):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL server on loopback; `postgres.dsn()` connects as its superuser."""
+    with LocalPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[LocalControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager, built once and cached."""
+    with LocalControlPlane() as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def admin_api(control_plane: LocalControlPlane) -> Iterator[client.ApiClient]:
+    """An ApiClient authenticated as a cluster admin (group system:masters)."""
+    api = kube.api_client(control_plane.admin_kubeconfig)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def crds(control_plane: LocalControlPlane) -> None:
+    """The generated CRDs, installed and Established."""
+    install_crds(control_plane.admin_kubeconfig)
+
+
+UserApi = Callable[..., client.ApiClient]
+
+
+@pytest.fixture
+def as_user(control_plane: LocalControlPlane) -> Iterator[UserApi]:
+    """Factory: `as_user("alice", ["team-a"])` -> an ApiClient authenticated as that identity."""
+    opened: list[client.ApiClient] = []
+
+    def make(user: str, groups: Sequence[str] = ()) -> client.ApiClient:
+        api = kube.api_client(control_plane.kubeconfig_for(user, groups))
+        opened.append(api)
+        return api
+
+    yield make
+    for api in opened:
+        api.close()
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(admin_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespace(name)
