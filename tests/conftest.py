@@ -7,6 +7,7 @@ the environment (KUBECONFIG is ignored), so a developer's real cluster is safe.
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -83,3 +84,11 @@ def namespace(admin_api: client.ApiClient) -> Iterator[str]:
     yield name
     with contextlib.suppress(client.ApiException):
         core.delete_namespace(name)
+
+
+def api_message(error: client.ApiException) -> str:
+    """The human-readable message of a Kubernetes Status error."""
+    try:
+        return str(json.loads(error.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(error.body)

@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "until Ctrl-C, then stops everything.")
     up.add_argument("--kubeconfig", help="use this cluster instead of starting one")
     up.add_argument("--no-postgres", action="store_true", help="do not start PostgreSQL")
-    up.add_argument("--samples", default="manifests/samples",
-                    help="directory of sample manifests to apply (default: manifests/samples)")
+    up.add_argument("--samples", default="manifests/samples/tenant-acme.yaml",
+                    help="file or directory of manifests to apply once ready "
+                         "(default: manifests/samples/tenant-acme.yaml)")
     up.add_argument("--no-samples", action="store_true", help="do not apply samples")
     up.add_argument("--exit-when-ready", action="store_true",
                     help="stop everything and exit 0 once ready (a smoke test)")

@@ -116,10 +116,14 @@ def _version_ldflags(kubernetes_version: str) -> str:
     ))
 
 
+# Where Go lives when installed but not on PATH (official tarball, Debian's golang-go).
+_GO_FALLBACKS = (Path("/usr/local/go/bin/go"), Path("/usr/lib/go/bin/go"))
+
+
 def find_go() -> Path:
     go = shutil.which("go")
     if go is None:
-        for candidate in (Path("/usr/local/go/bin/go"), Path("/usr/lib/go/bin/go")):
+        for candidate in _GO_FALLBACKS:
             if candidate.exists():
                 return candidate
         raise BuildError(

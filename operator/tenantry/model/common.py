@@ -37,6 +37,8 @@ class SpecModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
+        # Errors may end up in logs, events or status: never echo the offending value back.
+        hide_input_in_errors=True,
     )
 
     def wire(self) -> dict[str, Any]:

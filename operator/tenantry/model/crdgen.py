@@ -81,6 +81,12 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
             out["minimum"], out["exclusiveMinimum"] = value, True
         elif key == "exclusiveMaximum" and not isinstance(value, bool):
             out["maximum"], out["exclusiveMaximum"] = value, True
+        elif key == "patternProperties":
+            # Constrained map keys: Kubernetes cannot check key patterns in the schema (the
+            # models add a CEL rule for that); keep the value schema.
+            if len(value) != 1:
+                raise SchemaError(f"several key patterns cannot be expressed: {value}")
+            out["additionalProperties"] = structural(next(iter(value.values())), defs)
         elif key == "uniqueItems":
             out.setdefault("x-kubernetes-list-type", "set")
         elif key == "properties":
@@ -224,8 +230,15 @@ def file_name(resource: ResourceDefinition) -> str:
 
 
 def rendered_files() -> dict[str, str]:
-    """File name -> content of everything `tenantry crds` writes."""
-    return {file_name(resource): render(crd(resource)) for resource in RESOURCES}
+    """File name -> content of everything `tenantry crds` writes (kustomization included)."""
+    files = {file_name(resource): render(crd(resource)) for resource in RESOURCES}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": list(files),
+    }
+    files["kustomization.yaml"] = render(kustomization)
+    return files
 
 
 def write(directory: Path) -> list[Path]:

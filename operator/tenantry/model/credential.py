@@ -90,15 +90,23 @@ _PLAINTEXT_FIELDS = ("value", "data", "stringData", "plaintext", "password", "to
 
 
 def _plaintext_traps() -> dict[str, Any]:
-    return {name: {"x-kubernetes-preserve-unknown-fields": True,
-                   "description": "Refused: Credentials never carry plaintext."}
-            for name in _PLAINTEXT_FIELDS}
+    # Typed, so CEL can see them (it cannot see into preserve-unknown-fields subtrees).
+    refused = "Refused: Credentials never carry plaintext."
+    traps: dict[str, Any] = {}
+    for name in _PLAINTEXT_FIELDS:
+        if name in ("data", "stringData"):
+            traps[name] = {"type": "object", "description": refused,
+                           "additionalProperties": {"type": "string"}}
+        else:
+            traps[name] = {"type": "string", "description": refused}
+    return traps
 
 
 SPEC_VALIDATIONS = [
     cel("has(self.sealed) != has(self.fromSecret)",
         "exactly one of spec.sealed or spec.fromSecret must be set", reason="FieldValueRequired"),
-    cel("self.scope != 'caller' || self.allowedServiceAccounts.size() > 0",
+    cel("self.scope != 'caller' || "
+        "(has(self.allowedServiceAccounts) && self.allowedServiceAccounts.size() > 0)",
         "spec.allowedServiceAccounts: scope caller needs at least one ServiceAccount",
         reason="FieldValueRequired"),
     *[cel(f"!has(self.{name})",

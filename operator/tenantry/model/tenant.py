@@ -118,11 +118,11 @@ def _same_family(a: str, b: str) -> str:
 
 _NETWORK_RULES: list[Any] = [
     cel(
-        "self.egress.all(r, !has(r.cidr) || "
+        "!has(self.egress) || self.egress.all(r, !has(r.cidr) || "
         f"!{_PRIVATE_CEL}.exists(p, {_same_family('p', 'r.cidr')} && "
         "cidr(p).containsCIDR(r.cidr)) || "
-        f"self.approvedPrivateRanges.exists(a, {_same_family('a', 'r.cidr')} && "
-        "cidr(a).containsCIDR(r.cidr)))",
+        "(has(self.approvedPrivateRanges) && self.approvedPrivateRanges.exists(a, "
+        f"{_same_family('a', 'r.cidr')} && cidr(a).containsCIDR(r.cidr))))",
         "egress: a private, link-local or loopback cidr must lie inside one of "
         "approvedPrivateRanges",
         reason="FieldValueForbidden", field_path=".egress",
