@@ -1,0 +1,133 @@
+"""Tenant namespaces: the Namespace objects, and whether the operator may touch an existing one.
+
+A namespace is the unit of isolation, so taking one over is the most dangerous thing the
+operator does. The rule is simple and decided here, purely, from the labels the namespace has
+now: create what is missing, keep what is already ours, adopt an unowned namespace only when the
+spec says `adopt: true`, and never take one from another tenant or from the system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Mapping
+
+from tenantry.controller.tenant import meta
+from tenantry.model import common, tenant
+
+PSA_MODES = ("enforce", "audit", "warn")
+PSA_LEVEL = "restricted"
+
+# Namespaces no Tenant may ever own, even with `adopt: true`: giving tenant members RoleBindings
+# in kube-system (or in the operator's own namespace) would hand them the cluster.
+RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+RESERVED_PREFIXES = ("kube-", "tenantry-")
+
+
+def pod_security_labels() -> dict[str, str]:
+    """Pod Security Admission: `restricted` for enforce, audit and warn, at a pinned version.
+
+    Pinned rather than `latest` so that a control-plane upgrade cannot start refusing pods that
+    were admitted yesterday; raising the version is a deliberate change of the model.
+    """
+    labels: dict[str, str] = {}
+    for mode in PSA_MODES:
+        labels[f"pod-security.kubernetes.io/{mode}"] = PSA_LEVEL
+        labels[f"pod-security.kubernetes.io/{mode}-version"] = tenant.POD_SECURITY_VERSION
+    return labels
+
+
+def namespace(tenant_name: str, name: str) -> meta.Manifest:
+    """The Namespace `name` of tenant `tenant_name`.
+
+    No ownerReference on purpose: the garbage collector would then delete the namespace, and all
+    its data, with the Tenant. Whether a namespace outlives its Tenant is `deletionPolicy`'s call,
+    carried out by the finalizer.
+    """
+    labels = {**meta.tenant_labels(tenant_name), **pod_security_labels()}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": dict(sorted(labels.items()))},
+    }
+
+
+def released_namespace(name: str) -> meta.Manifest:
+    """What to apply to a namespace the tenant gives up but retains (deletionPolicy Retain).
+
+    Applied with the operator's field manager, it drops the tenant and managed-by labels (the
+    operator stops asserting them, so server-side apply removes them) while the Pod Security
+    labels stay: workloads left behind remain hardened until a person decides otherwise.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": name, "labels": dict(sorted(pod_security_labels().items()))},
+    }
+
+
+def is_reserved(name: str) -> bool:
+    """True for namespaces of the system or of the operator, which no tenant may own."""
+    return name in RESERVED_NAMESPACES or name.startswith(RESERVED_PREFIXES)
+
+
+class Action(enum.StrEnum):
+    """What the operator does with one namespace of the spec."""
+
+    CREATE = "Create"      # absent: create it
+    OWNED = "Owned"        # exists and already labelled for this tenant: keep applying
+    ADOPT = "Adopt"        # exists, unowned, and the spec allows adoption: label it and apply
+    CONFLICT = "Conflict"  # must not be touched: report it in a condition and leave it alone
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """The outcome for one namespace, worded for a status condition and `status.namespaces`."""
+
+    action: Action
+    reason: str  # CamelCase, for Condition.reason / NamespaceStatus.reason
+    message: str
+    owner: str | None = None  # with CONFLICT: the other tenant, when there is one
+
+    @property
+    def may_apply(self) -> bool:
+        """Whether the operator may apply the namespace and its children."""
+        return self.action is not Action.CONFLICT
+
+
+def decide(tenant_name: str, entry: tenant.TenantNamespace,
+           existing_labels: Mapping[str, str] | None) -> Decision:
+    """Whether tenant `tenant_name` may manage namespace `entry`, given its current labels.
+
+    `existing_labels` is None when the namespace does not exist, and the namespace's labels
+    (possibly empty) when it does. The tenant label is operator-owned (admission refuses anyone
+    else setting it), so it is a trustworthy record of ownership.
+    """
+    name = entry.name
+    if is_reserved(name):
+        return Decision(
+            Action.CONFLICT, "NamespaceReserved",
+            f"namespace {name} is reserved for the system or the operator and can never belong "
+            "to a tenant")
+    if existing_labels is None:
+        return Decision(Action.CREATE, "NamespaceCreated",
+                        f"namespace {name} did not exist and is created for tenant {tenant_name}")
+    owner = existing_labels.get(common.TENANT_LABEL)
+    if owner == tenant_name:
+        return Decision(Action.OWNED, "NamespaceOwned",
+                        f"namespace {name} belongs to tenant {tenant_name}")
+    if owner is not None:
+        # Even an empty label value counts: someone (the operator, by admission) put it there,
+        # and guessing that it means "nobody" would fail open.
+        return Decision(
+            Action.CONFLICT, "NamespaceOwnedByAnotherTenant",
+            f"namespace {name} belongs to tenant {owner!r}; a namespace is never taken over "
+            "from another tenant", owner=owner)
+    if entry.adopt:
+        return Decision(Action.ADOPT, "NamespaceAdopted",
+                        f"existing namespace {name} belonged to no tenant and is adopted by "
+                        f"tenant {tenant_name} (adopt: true)")
+    return Decision(
+        Action.CONFLICT, "NamespaceExists",
+        f"namespace {name} already exists and belongs to no tenant; set adopt: true on this "
+        "namespace in spec.namespaces to take it over")
