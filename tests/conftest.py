@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,6 +22,7 @@ from tenantry import kube
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
 from tenantry.devcluster.postgres import LocalPostgres
+from tenantry.devcluster.process import free_port, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +96,52 @@ def api_message(error: client.ApiException) -> str:
         return str(json.loads(error.body)["message"])
     except (TypeError, ValueError, KeyError):
         return str(error.body)
+
+
+class OperatorProcess:
+    """The real operator (`tenantry operator run`) as a child process, its log in a file."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+        self.log_path = log_path
+        self.port = free_port()
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tenantry", "operator", "run", "--standalone",
+             "--kubeconfig", str(kubeconfig),
+             "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def healthy() -> bool:
+            url = f"http://127.0.0.1:{self.port}/healthz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+
+        wait_until(healthy, timeout=timeout, what="the operator's liveness endpoint")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: LocalControlPlane, crds: None,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator, running against the session's control plane for the whole session."""
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = OperatorProcess(control_plane.admin_kubeconfig, log_path)
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()

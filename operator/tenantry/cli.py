@@ -52,6 +52,17 @@ def _cmd_dev_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_operator_run(args: argparse.Namespace) -> int:
+    from tenantry.controller import run
+
+    run.run(
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        standalone=args.standalone, priority=args.priority, liveness=args.liveness,
+        peering=args.peering, verbose=args.verbose,
+    )
+    return 0
+
+
 def _cmd_version(args: argparse.Namespace) -> int:
     print(f"tenantry {__version__}")
     return 0
@@ -94,6 +105,25 @@ def build_parser() -> argparse.ArgumentParser:
     build = dev_commands.add_parser(
         "build", help="build the control plane binaries into the cache (first run: 10-25 min)")
     build.set_defaults(func=_cmd_dev_build)
+
+    operator = commands.add_parser("operator", help="the operator process")
+    operator_commands = operator.add_subparsers(dest="operator_command", metavar="OP_COMMAND",
+                                                required=True)
+    op_run = operator_commands.add_parser(
+        "run", help="reconcile Tenants (and more) until stopped",
+        description="Run the kopf operator cluster-wide. Several replicas coordinate through "
+                    "kopf peering: give each a distinct --priority; the highest is active.")
+    op_run.add_argument("--kubeconfig", help="cluster to manage (default: in-cluster, then "
+                                             "KUBECONFIG)")
+    op_run.add_argument("--standalone", action="store_true",
+                        help="no peering: the only replica (development and tests)")
+    op_run.add_argument("--priority", type=int, default=0,
+                        help="peering priority; the highest running replica is active")
+    op_run.add_argument("--peering", default="tenantry", help="peering object name")
+    op_run.add_argument("--liveness", metavar="URL",
+                        help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
+    op_run.add_argument("--verbose", action="store_true", help="debug logging")
+    op_run.set_defaults(func=_cmd_operator_run)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)

@@ -1,0 +1,1 @@
+"""The operator: kopf handlers (thin) around pure builders, one package per resource kind."""

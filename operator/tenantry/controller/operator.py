@@ -1,0 +1,56 @@
+"""Operator-wide kopf activities: settings, login, the shared API client; imports every kind.
+
+Importing this module registers all handlers with kopf's default registry (`tenantry operator
+run` does that). Each resource kind keeps its handlers in its own package
+(`controller/<kind>/handlers.py`); they share the API client kopf keeps in `memo.api`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import kopf
+
+from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.tenant import handlers as tenant_handlers
+from tenantry.controller.tenant import rbac
+from tenantry.model import common
+
+GROUP = common.GROUP
+
+# Kinds whose handlers are registered by importing them (kept referenced for linters).
+KINDS = (tenant_handlers,)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.batching.error_delays = [1, 2, 5, 10, 30]
+    memo.api = await KubeApi.from_kubeconfig(os.environ.get("KUBECONFIG"))
+    memo.drift_tasks = {}
+    # The shared tier roles every tenant's RoleBindings point at.
+    for role in rbac.cluster_roles():
+        await memo.api.apply(role)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the ServiceAccount; elsewhere: $KUBECONFIG (client certificates included)."""
+    if os.environ.get("KUBECONFIG"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    for task in list(memo.get("drift_tasks", {}).values()):
+        task.cancel()
+    if "api" in memo:
+        await memo.api.close()

@@ -1,0 +1,190 @@
+"""kopf handlers for Tenants: thin decorators that hand events to `reconcile`.
+
+They parse the spec, call the reconciler, write status, post events, and ask kopf to retry when
+the cluster refused part of the work. A drift watch on every child kind re-runs the reconciler
+for the child's tenant when a child is deleted or changed by anyone but the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from tenantry.controller import kubeapi
+from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.tenant import namespaces, rbac, reconcile
+from tenantry.model import common
+from tenantry.model import tenant as tenant_model
+
+logger = logging.getLogger(__name__)
+
+TENANTS = (common.GROUP, common.VERSION, tenant_model.PLURAL)
+RETRY_DELAY = 10.0
+# Re-applies everything now and then, whatever the watches saw (missed events, a lost watch).
+RESYNC_INTERVAL = 300.0
+# Child events within this window cause one reconciliation, not one each.
+DRIFT_DEBOUNCE = 0.5
+
+
+@kopf.index(*TENANTS)
+def tenants_by_name(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
+                    **_: Any) -> dict[str, tuple[str, dict[str, Any], bool]]:
+    """name -> (uid, spec, being deleted): what the drift watch needs to re-reconcile."""
+    return {name: (uid, dict(spec), meta.get("deletionTimestamp") is not None)}
+
+
+def _tenant_ref(name: str, uid: str) -> kopf.Body:
+    """Enough of a Tenant for kopf to attach Events to it."""
+    return kopf.Body({"apiVersion": common.API_VERSION, "kind": tenant_model.KIND,
+                      "metadata": {"name": name, "uid": uid}})
+
+
+def _post_events(body: kopf.Body, outcome: reconcile.Outcome) -> None:
+    for _name, decision in sorted(outcome.decisions.items()):
+        if decision.action in (namespaces.Action.CREATE, namespaces.Action.ADOPT):
+            kopf.info(body, reason=decision.reason, message=decision.message)
+        elif not decision.may_apply:
+            kopf.warn(body, reason=decision.reason, message=decision.message)
+    for ref in outcome.deleted:
+        kopf.info(body, reason="Pruned", message=f"deleted {ref}: no longer in the spec")
+    for name in outcome.released:
+        kopf.info(body, reason="NamespaceReleased",
+                  message=f"namespace {name} kept (deletionPolicy Retain) without tenant "
+                          "ownership")
+    for part, problems in sorted(outcome.failures.items()):
+        kopf.warn(body, reason=f"{part}Failed", message="; ".join(problems)[:1024])
+
+
+async def _reconcile_and_report(api: KubeApi, name: str, uid: str, raw_spec: Mapping[str, Any],
+                                generation: int | None, previous_status: Mapping[str, Any],
+                                body: kopf.Body) -> tuple[dict[str, Any],
+                                                                  reconcile.Outcome]:
+    spec = tenant_model.TenantSpec.model_validate(dict(raw_spec))
+    outcome = await reconcile.reconcile(api, name, uid, spec)
+    status = reconcile.status_of(outcome, spec, generation, dict(previous_status))
+    _post_events(body, outcome)
+    return status, outcome
+
+
+def _failure_summary(outcome: reconcile.Outcome) -> str:
+    return "; ".join(m for problems in outcome.failures.values() for m in problems)[:512]
+
+
+@kopf.on.resume(*TENANTS)
+@kopf.on.create(*TENANTS)
+@kopf.on.update(*TENANTS, field="spec")
+async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
+                           status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
+                           memo: kopf.Memo, **_: Any) -> None:
+    new_status, outcome = await _reconcile_and_report(
+        memo.api, name, uid, spec, meta.get("generation"), status, body)
+    patch.status.update(new_status)
+    if outcome.failures:
+        raise kopf.TemporaryError(_failure_summary(outcome), delay=RETRY_DELAY)
+
+
+@kopf.timer(*TENANTS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=60)
+async def resync_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
+                        status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
+                        memo: kopf.Memo, **_: Any) -> None:
+    new_status, _outcome = await _reconcile_and_report(
+        memo.api, name, uid, spec, meta.get("generation"), status, body)
+    patch.status.update(new_status)
+
+
+@kopf.on.delete(*TENANTS)
+async def finalize_tenant(name: str, spec: kopf.Spec, body: kopf.Body, memo: kopf.Memo,
+                          **_: Any) -> None:
+    outcome = await reconcile.finalize(memo.api, name,
+                                       tenant_model.TenantSpec.model_validate(dict(spec)))
+    _post_events(body, outcome)
+    if outcome.failures:
+        raise kopf.TemporaryError(_failure_summary(outcome), delay=RETRY_DELAY)
+
+
+# -- drift: a child changed or vanished behind our back -------------------------------------------
+
+def _last_writer(body: Mapping[str, Any]) -> str | None:
+    """The manager of the most recent non-status write, from managedFields."""
+    entries = [e for e in body.get("metadata", {}).get("managedFields") or []
+               if not e.get("subresource")]
+    if not entries:
+        return None
+    latest = max(entries, key=lambda e: e.get("time") or "")
+    manager = latest.get("manager")
+    return str(manager) if manager is not None else None
+
+
+async def _restore(memo: kopf.Memo, tenant_name: str, index: kopf.Index[str, Any],
+                   what: str) -> None:
+    await asyncio.sleep(DRIFT_DEBOUNCE)
+    memo.drift_tasks.pop(tenant_name, None)
+    for uid, raw_spec, deleting in index.get(tenant_name, []):
+        if deleting:
+            return
+        tenant = await memo.api.get(common.API_VERSION, tenant_model.KIND, tenant_name)
+        if tenant is None or tenant["metadata"]["uid"] != uid:
+            return
+        body = _tenant_ref(tenant_name, uid)
+        kopf.info(body, reason="DriftCorrected", message=f"{what}; re-applying")
+        new_status, _outcome = await _reconcile_and_report(
+            memo.api, tenant_name, uid, raw_spec, tenant["metadata"].get("generation"),
+            tenant.get("status") or {}, body)
+        await memo.api.merge_patch(common.API_VERSION, tenant_model.KIND, tenant_name,
+                                   {"status": new_status}, subresource="status")
+
+
+def _on_child_event(event: Mapping[str, Any], memo: kopf.Memo,
+                    index: kopf.Index[str, Any]) -> None:
+    body = event.get("object") or {}
+    labels = body.get("metadata", {}).get("labels") or {}
+    tenant_name = labels.get(common.TENANT_LABEL)
+    kind, name = body.get("kind", "object"), body.get("metadata", {}).get("name")
+    if event.get("type") == "DELETED":
+        what = f"{kind} {name} was deleted"
+    elif event.get("type") == "MODIFIED" and _last_writer(body) != kubeapi.FIELD_MANAGER:
+        what = f"{kind} {name} was changed by {_last_writer(body)}"
+    else:
+        return
+    if tenant_name and tenant_name not in memo.drift_tasks:
+        memo.drift_tasks[tenant_name] = asyncio.create_task(
+            _restore(memo, tenant_name, index, what))
+
+
+_CHILD_RESOURCES = (
+    ("", "v1", "namespaces"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("", "v1", "resourcequotas"),
+    ("", "v1", "limitranges"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ("rbac.authorization.k8s.io", "v1", "clusterroles"),
+    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
+)
+
+
+def _register_child_watch(group: str, version: str, plural: str) -> None:
+    @kopf.on.event(group, version, plural, labels={common.TENANT_LABEL: kopf.PRESENT},
+                   id=f"drift-{plural}")
+    async def watch_child(*, event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
+        _on_child_event(event, memo, kwargs["tenants_by_name"])
+
+
+for _group, _version, _plural in _CHILD_RESOURCES:
+    _register_child_watch(_group, _version, _plural)
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterroles",
+               labels={common.MANAGED_BY_LABEL: "tenantry"}, id="drift-tier-roles")
+async def watch_tier_roles(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """The shared tier roles carry no tenant label: restore them directly."""
+    body = event.get("object") or {}
+    name = body.get("metadata", {}).get("name")
+    wanted = {role["metadata"]["name"]: role for role in rbac.cluster_roles()}
+    changed = (event.get("type") == "MODIFIED"
+               and _last_writer(body) != kubeapi.FIELD_MANAGER)
+    if name in wanted and (event.get("type") == "DELETED" or changed):
+        await memo.api.apply(wanted[name])
