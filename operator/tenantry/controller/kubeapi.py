@@ -49,6 +49,11 @@ KINDS: dict[tuple[str, str], Kind] = {
         "ClusterRoleBinding": Kind("rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
         "ValidatingWebhookConfiguration": Kind(
             "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", False),
+        "ValidatingAdmissionPolicy": Kind(
+            "admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False),
+        "ValidatingAdmissionPolicyBinding": Kind(
+            "admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False),
+        "SelfSubjectReview": Kind("authentication.k8s.io/v1", "selfsubjectreviews", False),
         "Tenant": Kind("tenantry.dev/v1alpha1", "tenants", False),
         "Credential": Kind("tenantry.dev/v1alpha1", "credentials", True),
         "RotationPolicy": Kind("tenantry.dev/v1alpha1", "rotationpolicies", True),
@@ -159,6 +164,17 @@ class KubeApi:
         return cast(dict[str, Any], await self._call(
             object_path(obj), "PATCH", query=query, body=obj,
             content_type="application/apply-patch+yaml"))
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        kind = kind_of(obj["apiVersion"], obj["kind"])
+        path = kind.collection(obj.get("metadata", {}).get("namespace"))
+        return cast(dict[str, Any], await self._call(path, "POST", body=obj))
+
+    async def whoami(self) -> str:
+        """The user name the API server sees for this client."""
+        review = await self.create({"apiVersion": "authentication.k8s.io/v1",
+                                    "kind": "SelfSubjectReview", "metadata": {}})
+        return str(review["status"]["userInfo"]["username"])
 
     async def merge_patch(self, api_version: str, kind: str, name: str, patch: dict[str, Any],
                           namespace: str | None = None,

@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from tenantry.controller import protection
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import handlers as tenant_handlers
 from tenantry.controller.tenant import rbac
@@ -38,6 +39,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # The shared tier roles every tenant's RoleBindings point at.
     for role in rbac.cluster_roles():
         await memo.api.apply(role)
+    # Tenants may write NetworkPolicies and RoleBindings, but never ours: exempt only ourselves.
+    for obj in protection.protection_policy([await memo.api.whoami()]):
+        await memo.api.apply(obj)
 
 
 @kopf.on.login()

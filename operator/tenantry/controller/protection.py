@@ -1,0 +1,108 @@
+"""A ValidatingAdmissionPolicy that keeps tenants' hands off the operator's objects (pure).
+
+RBAC cannot single out some objects of a kind: tenant admins may write NetworkPolicies and
+RoleBindings of their own, so they could also edit or delete `tenantry-default-deny` or the
+`tenantry:*` RoleBindings. This policy, evaluated in-process by the apiserver (no webhook to be
+down), refuses in tenant namespaces:
+  - UPDATE or DELETE of an object labelled as Tenantry's (managed-by=tenantry or a tenant label);
+  - CREATE or UPDATE that puts those labels on an object, or uses the reserved name prefixes,
+    so nobody can forge or pre-empt an operator object.
+Exempt: the operator's own identity (learned at start-up), the control plane's controllers (the
+namespace controller and garbage collector must delete children), and system:masters (break
+glass). Everyone else, tenant owners included, is refused with a message saying why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tenantry.model import common
+
+POLICY_NAME = "tenantry-protect-managed-objects"
+ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
+
+PROTECTED_RESOURCES = (
+    ("networking.k8s.io", "networkpolicies"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+    ("rbac.authorization.k8s.io", "roles"),
+    ("", "resourcequotas"),
+    ("", "limitranges"),
+    ("", "secrets"),
+)
+
+# Controllers of the control plane act on tenant namespaces too (namespace deletion, GC).
+CONTROL_PLANE_USERS = ("system:kube-controller-manager",)
+CONTROL_PLANE_USER_PREFIX = "system:serviceaccount:kube-system:"
+
+
+def _cel_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "\\'") + "'" for v in values) + "]"
+
+
+def _managed(var: str) -> str:
+    return (f"has({var}.metadata.labels) && ("
+            f"('{common.MANAGED_BY_LABEL}' in {var}.metadata.labels && "
+            f"{var}.metadata.labels['{common.MANAGED_BY_LABEL}'] == 'tenantry') || "
+            f"'{common.TENANT_LABEL}' in {var}.metadata.labels)")
+
+
+def _reserved_name(var: str) -> str:
+    return (f"{var}.metadata.name.startsWith('tenantry-') || "
+            f"{var}.metadata.name.startsWith('tenantry:')")
+
+
+def protection_policy(exempt_users: Sequence[str]) -> list[dict[str, Any]]:
+    """The policy and its binding; `exempt_users` are the operator's identities."""
+    exempt = sorted({*exempt_users, *CONTROL_PLANE_USERS})
+    labels = {common.MANAGED_BY_LABEL: "tenantry"}
+    policy = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": POLICY_NAME, "labels": labels},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [{
+                    "apiGroups": [group], "apiVersions": ["*"], "resources": [resource],
+                    "operations": ["CREATE", "UPDATE", "DELETE"],
+                } for group, resource in PROTECTED_RESOURCES],
+            },
+            "matchConditions": [{
+                "name": "not-exempt",
+                "expression": (
+                    f"!(request.userInfo.username in {_cel_list(exempt)}) && "
+                    f"!request.userInfo.username.startsWith('{CONTROL_PLANE_USER_PREFIX}') && "
+                    "!('system:masters' in request.userInfo.groups)"
+                ),
+            }],
+            "validations": [
+                {
+                    "expression": (f"request.operation == 'CREATE' || "
+                                   f"!({_managed('oldObject')})"),
+                    "message": "this object is managed by Tenantry: change the Tenant instead",
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": (f"request.operation == 'DELETE' || "
+                                   f"!({_managed('object')} || {_reserved_name('object')})"),
+                    "message": (f"the labels {common.MANAGED_BY_LABEL}=tenantry and "
+                                f"{common.TENANT_LABEL}, and names starting with 'tenantry-' "
+                                "or 'tenantry:', are reserved for the Tenantry operator"),
+                    "reason": "Forbidden",
+                },
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": POLICY_NAME, "labels": labels},
+        "spec": {
+            "policyName": POLICY_NAME,
+            "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {"matchExpressions": [
+                {"key": common.TENANT_LABEL, "operator": "Exists"}]}},
+        },
+    }
+    return [policy, binding]

@@ -1,0 +1,305 @@
+"""Tenants, reconciled by the real operator on the real control plane."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.conftest import OperatorProcess, UserApi
+from tests.helpers import GROUP, VERSION, conditions_of, eventually, forbidden, unique
+
+TenantFactory = Callable[..., dict[str, Any]]
+
+
+def _tenant(name: str, namespaces: list[str], members: list[dict[str, Any]],
+            **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name},
+        "spec": {"members": members, "namespaces": [{"name": n} for n in namespaces], **spec},
+    }
+
+
+@pytest.fixture
+def tenants(admin_api: client.ApiClient, operator: OperatorProcess) -> Iterator[TenantFactory]:
+    """Create Tenants and wait for a verdict; everything is deleted afterwards."""
+    custom = client.CustomObjectsApi(admin_api)
+    created: list[str] = []
+
+    def make(name: str, namespaces: list[str], members: list[dict[str, Any]], *,
+             wait_ready: bool = True, **spec: Any) -> dict[str, Any]:
+        custom.create_cluster_custom_object(GROUP, VERSION, "tenants",
+                                            _tenant(name, namespaces, members, **spec))
+        created.append(name)
+        return wait_for(name, ready=wait_ready)
+
+    def wait_for(name: str, *, ready: bool = True) -> dict[str, Any]:
+        def reported() -> dict[str, Any] | None:
+            obj = custom.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
+            status = conditions_of(obj).get("Ready", {}).get("status")
+            generation = obj["metadata"]["generation"]
+            current = (obj.get("status") or {}).get("observedGeneration") == generation
+            wanted = "True" if ready else "False"
+            return obj if current and status == wanted else None
+
+        return eventually(reported, timeout=60, what=f"tenant {name} Ready={ready}")
+
+    make.wait_for = wait_for  # type: ignore[attr-defined]
+    yield make
+    for name in created:
+        with contextlib.suppress(client.ApiException):
+            custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", name,
+                                               {"spec": {"deletionPolicy": "Delete"}})
+            custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+
+
+def owner(name: str) -> dict[str, str]:
+    return {"kind": "User", "name": name, "role": "owner"}
+
+
+def test_tenant_gets_hardened_isolated_governed_namespaces(
+        admin_api: client.ApiClient, tenants: TenantFactory) -> None:
+    name = unique("acme")
+    ns = [f"{name}-prod", f"{name}-dev"]
+    tenant = tenants(name, ns, [
+        owner(f"{name}-alice"),
+        {"kind": "Group", "name": f"{name}-admins", "role": "admin"},
+        {"kind": "User", "name": f"{name}-bob", "role": "member"},
+        {"kind": "ServiceAccount", "name": "ci", "namespace": ns[0], "role": "viewer"},
+    ], network={"egress": [{"cidr": "0.0.0.0/0", "ports": [{"port": 443}]}]},
+        quota={"cpu": "4", "pods": 10})
+
+    status = tenant["status"]
+    parts = conditions_of(tenant)
+    assert {t: c["status"] for t, c in parts.items()} == {
+        "Ready": "True", "Namespaces": "True", "NetworkPolicies": "True", "Quotas": "True",
+        "RBAC": "True"}
+    assert all(c["observedGeneration"] == 1 for c in parts.values())
+    assert status["namespaceCount"] == 2 and status["memberCount"] == 4
+    assert sorted(s["name"] for s in status["namespaces"]) == sorted(ns)
+
+    core = client.CoreV1Api(admin_api)
+    for namespace in ns:
+        labels = core.read_namespace(namespace).metadata.labels
+        assert labels["tenantry.dev/tenant"] == name
+        for mode in ("enforce", "audit", "warn"):
+            assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+            assert labels[f"pod-security.kubernetes.io/{mode}-version"] == "v1.35"
+
+    policies = {p.metadata.name: p for p in
+                client.NetworkingV1Api(admin_api).list_namespaced_network_policy(ns[0]).items}
+    assert set(policies) == {"tenantry-default-deny", "tenantry-allow-dns",
+                             "tenantry-allow-intra-tenant", "tenantry-allow-egress"}
+    deny = policies["tenantry-default-deny"].spec
+    assert deny.pod_selector.match_labels is None and sorted(deny.policy_types) == [
+        "Egress", "Ingress"]
+    assert not deny.ingress and not deny.egress
+    egress_blocks = [peer.ip_block for rule in policies["tenantry-allow-egress"].spec.egress
+                     for peer in rule.to or [] if peer.ip_block]
+    assert egress_blocks[0].cidr == "0.0.0.0/0"
+    for private in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+                    "127.0.0.0/8"):
+        assert private in egress_blocks[0]._except
+
+    quota = core.read_namespaced_resource_quota("tenantry-quota", ns[0]).spec.hard
+    assert quota["services.nodeports"] == "0" and quota["pods"] == "10"
+    assert quota["limits.cpu"] == "4"
+    assert core.read_namespaced_limit_range("tenantry-limits", ns[0]).spec.limits
+
+    bindings = {b.metadata.name: b for b in
+                client.RbacAuthorizationV1Api(admin_api).list_namespaced_role_binding(ns[1]).items}
+    assert {"tenantry:owner", "tenantry:admin", "tenantry:member",
+            "tenantry:viewer"} <= set(bindings)
+    assert [s.name for s in bindings["tenantry:owner"].subjects] == [f"{name}-alice"]
+
+    events = core.list_namespaced_event("default", field_selector=f"involvedObject.name={name}")
+    reasons = {e.reason for e in events.items}
+    assert "NamespaceCreated" in reasons
+
+
+def test_four_tier_rbac_for_real_users(admin_api: client.ApiClient, tenants: TenantFactory,
+                                       as_user: UserApi) -> None:
+    a, b = unique("ta"), unique("tb")
+    tenants(a, [a], [owner(f"{a}-owner"), {"kind": "User", "name": f"{a}-viewer",
+                                          "role": "viewer"},
+                     {"kind": "User", "name": f"{a}-admin", "role": "admin"}])
+    tenants(b, [b], [owner(f"{b}-owner")])
+
+    viewer = client.CoreV1Api(as_user(f"{a}-viewer"))
+    viewer.list_namespaced_pod(a)
+    viewer.list_namespaced_config_map(a)
+    assert forbidden(lambda: viewer.create_namespaced_config_map(
+        a, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x"))))
+    assert forbidden(lambda: viewer.list_namespaced_secret(a))
+    assert forbidden(lambda: viewer.delete_namespaced_config_map("kube-root-ca.crt", a))
+
+    # Tenant A's owner can do nothing at all in tenant B's namespace.
+    owner_a = as_user(f"{a}-owner")
+    core_a = client.CoreV1Api(owner_a)
+    core_a.list_namespaced_pod(a)  # works at home
+    for call in (lambda: core_a.list_namespaced_pod(b),
+                 lambda: core_a.read_namespaced_config_map("kube-root-ca.crt", b),
+                 lambda: core_a.list_namespaced_secret(b),
+                 lambda: core_a.create_namespaced_config_map(
+                     b, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="x"))),
+                 lambda: core_a.delete_namespaced_config_map("kube-root-ca.crt", b)):
+        assert forbidden(call)
+
+    # The operator's fences are not the owner's to move.
+    net_a = client.NetworkingV1Api(owner_a)
+    assert forbidden(lambda: net_a.delete_namespaced_network_policy("tenantry-default-deny", a))
+    assert forbidden(lambda: net_a.patch_namespaced_network_policy(
+        "tenantry-allow-dns", a, {"spec": {"egress": [{}]}}))
+    assert forbidden(lambda: core_a.patch_namespaced_resource_quota(
+        "tenantry-quota", a, {"spec": {"hard": {"pods": "1000"}}}))
+    assert forbidden(lambda: core_a.delete_namespaced_limit_range("tenantry-limits", a))
+    rbac_a = client.RbacAuthorizationV1Api(owner_a)
+    assert forbidden(lambda: rbac_a.delete_namespaced_role_binding("tenantry:owner", a))
+    assert forbidden(lambda: core_a.patch_namespace(
+        a, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "privileged"}}}))
+
+    # No escalation: binding cluster-admin, or granting `escalate`, is refused.
+    assert forbidden(lambda: rbac_a.create_namespaced_role_binding(a, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="me-admin"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
+                                  name="cluster-admin"),
+        subjects=[client.RbacV1Subject(kind="User", name=f"{a}-owner",
+                                       api_group="rbac.authorization.k8s.io")])))
+    assert forbidden(lambda: rbac_a.create_namespaced_role(a, client.V1Role(
+        metadata=client.V1ObjectMeta(name="escalator"),
+        rules=[client.V1PolicyRule(api_groups=["rbac.authorization.k8s.io"],
+                                   resources=["clusterroles"], verbs=["escalate", "bind"])])))
+
+    # Their own policies and roles are fine, within their namespace.
+    admin_a = as_user(f"{a}-admin")
+    client.NetworkingV1Api(admin_a).create_namespaced_network_policy(a, client.V1NetworkPolicy(
+        metadata=client.V1ObjectMeta(name="allow-web"),
+        spec=client.V1NetworkPolicySpec(pod_selector=client.V1LabelSelector(
+            match_labels={"app": "web"}), policy_types=["Ingress"])))
+    client.RbacAuthorizationV1Api(admin_a).create_namespaced_role(a, client.V1Role(
+        metadata=client.V1ObjectMeta(name="cm-reader"),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"],
+                                   verbs=["get", "list"])]))
+    # ...but not forged operator objects.
+    assert forbidden(lambda: client.NetworkingV1Api(admin_a).create_namespaced_network_policy(
+        a, client.V1NetworkPolicy(
+            metadata=client.V1ObjectMeta(name="tenantry-allow-all"),
+            spec=client.V1NetworkPolicySpec(pod_selector=client.V1LabelSelector()))))
+
+    # Members see their own Tenant, not the list of all tenants.
+    custom_a = client.CustomObjectsApi(owner_a)
+    assert custom_a.get_cluster_custom_object(GROUP, VERSION, "tenants", a)["metadata"]["name"]
+    assert forbidden(lambda: custom_a.get_cluster_custom_object(GROUP, VERSION, "tenants", b))
+    assert forbidden(lambda: custom_a.list_cluster_custom_object(GROUP, VERSION, "tenants"))
+
+
+def test_deleted_or_edited_children_come_back(admin_api: client.ApiClient,
+                                              tenants: TenantFactory) -> None:
+    name = unique("drift")
+    tenants(name, [name], [owner(f"{name}-o")])
+    net = client.NetworkingV1Api(admin_api)
+    core = client.CoreV1Api(admin_api)
+    net.delete_namespaced_network_policy("tenantry-default-deny", name)
+    eventually(lambda: net.read_namespaced_network_policy("tenantry-default-deny", name),
+               timeout=15, what="default-deny to be restored")
+    core.patch_namespaced_resource_quota("tenantry-quota", name,
+                                         {"spec": {"hard": {"pods": "9999"}}})
+    eventually(lambda: core.read_namespaced_resource_quota(
+        "tenantry-quota", name).spec.hard["pods"] == "50", timeout=15, what="quota restored")
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    rbac.delete_namespaced_role_binding("tenantry:owner", name)
+    eventually(lambda: rbac.read_namespaced_role_binding("tenantry:owner", name),
+               timeout=15, what="owner binding restored")
+
+
+def test_namespace_conflicts_are_reported_never_taken(admin_api: client.ApiClient,
+                                                      tenants: TenantFactory) -> None:
+    first, second = unique("first"), unique("second")
+    tenants(first, [first], [owner("o1")])
+    taken = tenants(second, [first, second], [owner("o2")], wait_ready=False)
+    namespaces_condition = conditions_of(taken)["Namespaces"]
+    assert namespaces_condition["reason"] == "NamespaceOwnedByAnotherTenant"
+    assert first in namespaces_condition["message"]
+    core = client.CoreV1Api(admin_api)
+    assert core.read_namespace(first).metadata.labels["tenantry.dev/tenant"] == first
+    assert core.read_namespace(second).metadata.labels["tenantry.dev/tenant"] == second
+    bindings = client.RbacAuthorizationV1Api(admin_api).list_namespaced_role_binding(first)
+    assert all(s.name != "o2" for b in bindings.items for s in b.subjects or [])
+
+    # An existing namespace that belongs to nobody is only adopted when the spec says so.
+    loose = unique("loose")
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=loose)))
+    third = unique("third")
+    refused = tenants(third, [loose], [owner("o3")], wait_ready=False)
+    assert conditions_of(refused)["Namespaces"]["reason"] == "NamespaceExists"
+    custom = client.CustomObjectsApi(admin_api)
+    custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", third, {
+        "spec": {"namespaces": [{"name": loose, "adopt": True}]}})
+    tenants.wait_for(third)  # type: ignore[attr-defined]
+    assert core.read_namespace(loose).metadata.labels["tenantry.dev/tenant"] == third
+
+
+def test_spec_changes_converge_without_leftovers(admin_api: client.ApiClient,
+                                                 tenants: TenantFactory) -> None:
+    name = unique("conv")
+    keep, drop = f"{name}-keep", f"{name}-drop"
+    tenants(name, [keep, drop], [owner(f"{name}-o"),
+                                 {"kind": "User", "name": f"{name}-v", "role": "viewer"}],
+            network={"egress": [{"cidr": "203.0.113.0/24"}]})
+    custom = client.CustomObjectsApi(admin_api)
+    custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", name, {"spec": {
+        "members": [owner(f"{name}-o")],
+        "namespaces": [{"name": keep}],
+        "network": {"egress": []},
+    }})
+    tenants.wait_for(name)  # type: ignore[attr-defined]
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    assert [b.metadata.name for b in rbac.list_namespaced_role_binding(
+        keep, label_selector="tenantry.dev/tenant").items] == ["tenantry:owner"]
+    net = client.NetworkingV1Api(admin_api)
+    assert "tenantry-allow-egress" not in {
+        p.metadata.name for p in net.list_namespaced_network_policy(keep).items}
+    # The dropped namespace is retained (the default policy) but no longer the tenant's.
+    core = client.CoreV1Api(admin_api)
+    labels = core.read_namespace(drop).metadata.labels
+    assert "tenantry.dev/tenant" not in labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert not net.list_namespaced_network_policy(drop,
+                                                  label_selector="tenantry.dev/tenant").items
+    core.delete_namespace(drop)
+
+
+def test_deletion_follows_the_deletion_policy(admin_api: client.ApiClient,
+                                              tenants: TenantFactory) -> None:
+    kept, gone = unique("kept"), unique("gone")
+    tenants(kept, [kept], [owner("k")])
+    tenants(gone, [gone], [owner("g")], deletionPolicy="Delete")
+    custom = client.CustomObjectsApi(admin_api)
+    custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", kept)
+    custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", gone)
+    core = client.CoreV1Api(admin_api)
+
+    def tenant_gone(name: str) -> bool:
+        try:
+            custom.get_cluster_custom_object(GROUP, VERSION, "tenants", name)
+        except client.ApiException as error:
+            return error.status == 404
+        return False
+
+    eventually(lambda: tenant_gone(kept) and tenant_gone(gone), timeout=30,
+               what="both finalizers to finish")
+    retained = core.read_namespace(kept)
+    assert retained.status.phase == "Active"
+    assert "tenantry.dev/tenant" not in retained.metadata.labels
+
+    def deleting(name: str) -> bool:
+        try:
+            return core.read_namespace(name).metadata.deletion_timestamp is not None
+        except client.ApiException as error:
+            return error.status == 404
+
+    eventually(lambda: deleting(gone), timeout=15, what="the Delete-policy namespace to go")
+    core.delete_namespace(kept)
