@@ -36,6 +36,7 @@ def _cmd_dev_up(args: argparse.Namespace) -> int:
         with_postgres=not args.no_postgres,
         samples=samples,
         exit_when_ready=args.exit_when_ready,
+        with_operator=not args.no_operator,
     )
 
 
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="file or directory of manifests to apply once ready "
                          "(default: manifests/samples/tenant-acme.yaml)")
     up.add_argument("--no-samples", action="store_true", help="do not apply samples")
+    up.add_argument("--no-operator", action="store_true", help="do not start the operator")
     up.add_argument("--exit-when-ready", action="store_true",
                     help="stop everything and exit 0 once ready (a smoke test)")
     up.set_defaults(func=_cmd_dev_up)

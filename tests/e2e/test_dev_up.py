@@ -58,6 +58,7 @@ def test_dev_up_starts_everything_and_cleans_up() -> None:
     assert "control plane ready" in result.stderr
     assert "CRDs installed" in result.stderr
     assert "applied 1 sample object(s)" in result.stderr
+    assert "sample tenant(s) Ready: acme" in result.stderr
     # Everything it started is gone, files included.
     assert not Path(kubeconfig.group(1)).exists()
     workdir = str(Path(kubeconfig.group(1)).parent)
@@ -68,7 +69,7 @@ def test_dev_up_starts_everything_and_cleans_up() -> None:
 
 def test_children_die_with_a_killed_dev_up() -> None:
     process = subprocess.Popen(
-        [*TENANTRY, "dev", "up", "--no-postgres", "--no-samples"], cwd=REPO_ROOT,
+        [*TENANTRY, "dev", "up", "--no-postgres", "--no-samples", "--no-operator"], cwd=REPO_ROOT,
         env=_env_without_cluster(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -93,7 +94,7 @@ def test_children_die_with_a_killed_dev_up() -> None:
 
 def test_dev_up_uses_a_given_cluster(control_plane: LocalControlPlane) -> None:
     result = subprocess.run(
-        [*TENANTRY, "dev", "up", "--exit-when-ready", "--no-postgres",
+        [*TENANTRY, "dev", "up", "--exit-when-ready", "--no-postgres", "--no-operator",
          "--kubeconfig", str(control_plane.admin_kubeconfig)],
         cwd=REPO_ROOT, env=_env_without_cluster(), capture_output=True, text=True, timeout=120,
         check=False,

@@ -11,25 +11,33 @@ import dataclasses
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
+
+from kubernetes import client
 
 from tenantry import kube
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
-from tenantry.model import crdgen
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-
+from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
+from tenantry.model import common, crdgen
 
 @dataclasses.dataclass
 class DevEnvironment:
     kubeconfig: Path
     postgres_dsn: str | None
     control_plane: LocalControlPlane | None
+    operator: ManagedProcess | None
+
+    def processes(self) -> list[ManagedProcess]:
+        children = self.control_plane.processes() if self.control_plane else []
+        return [*children, *([self.operator] if self.operator else [])]
 
 
 def _say(message: str) -> None:
@@ -45,9 +53,53 @@ def install_crds(kubeconfig: Path) -> None:
         api.close()
 
 
+def start_operator(kubeconfig: Path, log_dir: Path) -> ManagedProcess:
+    """`tenantry operator run` as a child process, ready once its liveness probe answers."""
+    port = free_port()
+    process = ManagedProcess(
+        "operator",
+        [sys.executable, "-m", "tenantry", "operator", "run", "--standalone",
+         "--kubeconfig", str(kubeconfig), "--liveness", f"http://127.0.0.1:{port}/healthz"],
+        log_dir / "operator.log",
+    )
+
+    def healthy() -> bool:
+        url = f"http://127.0.0.1:{port}/healthz"
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+
+    try:
+        wait_until(healthy, timeout=60, what="the operator's liveness endpoint", process=process)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+def wait_for_tenants(kubeconfig: Path, names: list[str], timeout: float = 60.0) -> None:
+    api = kube.api_client(kubeconfig)
+    custom = client.CustomObjectsApi(api)
+
+    def all_ready() -> bool:
+        for name in names:
+            tenant: dict[str, Any] = custom.get_cluster_custom_object(
+                common.GROUP, common.VERSION, "tenants", name)
+            ready = [c for c in (tenant.get("status") or {}).get("conditions") or []
+                     if c["type"] == "Ready"]
+            if not ready or ready[0]["status"] != "True":
+                return False
+        return True
+
+    try:
+        wait_until(all_ready, timeout=timeout, what=f"tenant(s) {', '.join(names)} to be Ready")
+    finally:
+        api.close()
+
+
 @contextlib.contextmanager
 def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
-                    samples: Path | None = None) -> Iterator[DevEnvironment]:
+                    samples: Path | None = None,
+                    with_operator: bool = True) -> Iterator[DevEnvironment]:
     with contextlib.ExitStack() as stack:
         control_plane = None
         if kubeconfig is None:
@@ -67,19 +119,30 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
             _say(f"PostgreSQL ready on 127.0.0.1:{postgres.port}")
         install_crds(kubeconfig)
         _say("CRDs installed: " + ", ".join(r.name for r in crdgen.RESOURCES))
+        operator = None
+        if with_operator:
+            log_dir = control_plane.workdir if control_plane else Path(tempfile.mkdtemp())
+            operator = start_operator(kubeconfig, log_dir)
+            stack.callback(operator.stop)
+            _say(f"operator running (log: {operator.log_path})")
         if samples is not None and samples.exists():
             api = kube.api_client(kubeconfig)
             try:
-                applied = kube.apply(api, kube.load_manifests([samples]))
+                documents = kube.load_manifests([samples])
+                applied = kube.apply(api, documents)
             finally:
                 api.close()
             _say(f"applied {len(applied)} sample object(s) from {samples}")
+            tenants = [d["metadata"]["name"] for d in documents if d["kind"] == "Tenant"]
+            if operator is not None and tenants:
+                wait_for_tenants(kubeconfig, tenants)
+                _say(f"sample tenant(s) Ready: {', '.join(tenants)}")
         yield DevEnvironment(kubeconfig=kubeconfig, postgres_dsn=dsn,
-                             control_plane=control_plane)
+                             control_plane=control_plane, operator=operator)
 
 
 def run_until_signalled(kubeconfig: Path | None, *, with_postgres: bool, samples: Path | None,
-                        exit_when_ready: bool) -> int:
+                        exit_when_ready: bool, with_operator: bool = True) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -87,21 +150,22 @@ def run_until_signalled(kubeconfig: Path | None, *, with_postgres: bool, samples
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with dev_environment(kubeconfig, with_postgres=with_postgres, samples=samples) as env:
+    with dev_environment(kubeconfig, with_postgres=with_postgres, samples=samples,
+                         with_operator=with_operator) as env:
         print(f"export KUBECONFIG={env.kubeconfig}", flush=True)
         if env.postgres_dsn:
             # The DSN carries a password: shown to the user at their terminal, never logged.
             print(f"export TENANTRY_DATABASE_DSN='{env.postgres_dsn}'", flush=True)
-        _say("ready. Try: kubectl get tenants,credentials,rotationpolicies -A")
+        _say("ready. Try: kubectl get tenants; kubectl get tenantry -A; "
+             "kubectl get networkpolicies -n acme-prod")
         if exit_when_ready:
             return 0
         _say("press Ctrl-C to stop everything")
         while not stop.wait(1.0):
-            if env.control_plane is not None:
-                dead = [p.name for p in env.control_plane.processes() if not p.running()]
-                if dead:
-                    _say(f"{', '.join(dead)} exited; stopping")
-                    return 1
+            dead = [p.name for p in env.processes() if not p.running()]
+            if dead:
+                _say(f"{', '.join(dead)} exited; stopping")
+                return 1
     _say("stopped")
     return 0
 
