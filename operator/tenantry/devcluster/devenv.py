@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 
@@ -27,6 +27,7 @@ from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
 from tenantry.model import common, crdgen
+
 
 @dataclasses.dataclass
 class DevEnvironment:
@@ -82,8 +83,8 @@ def wait_for_tenants(kubeconfig: Path, names: list[str], timeout: float = 60.0) 
 
     def all_ready() -> bool:
         for name in names:
-            tenant: dict[str, Any] = custom.get_cluster_custom_object(
-                common.GROUP, common.VERSION, "tenants", name)
+            tenant = cast(dict[str, Any], custom.get_cluster_custom_object(
+                common.GROUP, common.VERSION, "tenants", name))
             ready = [c for c in (tenant.get("status") or {}).get("conditions") or []
                      if c["type"] == "Ready"]
             if not ready or ready[0]["status"] != "True":
