@@ -98,6 +98,11 @@ def api_message(error: client.ApiException) -> str:
         return str(error.body)
 
 
+OPERATOR_USER = "system:serviceaccount:tenantry-system:tenantry-operator"
+OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:tenantry-system",
+                   "system:authenticated")
+
+
 class OperatorProcess:
     """The real operator (`tenantry operator run`) as a child process, its log in a file."""
 
@@ -137,9 +142,21 @@ class OperatorProcess:
 @pytest.fixture(scope="session")
 def operator(control_plane: LocalControlPlane, crds: None,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    """The operator, running against the session's control plane for the whole session."""
+    """The operator, running for the whole session with the identity and RBAC of manifests/.
+
+    It authenticates as its ServiceAccount's user name (a client certificate for
+    system:serviceaccount:tenantry-system:tenantry-operator), so every test also proves that
+    the ClusterRole we ship is enough, and that nothing works only because tests are admins.
+    """
+    api = kube.api_client(control_plane.admin_kubeconfig)
+    try:
+        kube.apply(api, kube.load_manifests([REPO_ROOT / "manifests" / "namespace.yaml",
+                                             REPO_ROOT / "manifests" / "operator" / "rbac.yaml"]))
+    finally:
+        api.close()
+    identity = control_plane.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS)
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(control_plane.admin_kubeconfig, log_path)
+    process = OperatorProcess(identity, log_path)
     try:
         process.wait_ready()
         yield process

@@ -34,8 +34,11 @@ PART_OF_KIND = {
 }
 PARTS = ("Namespaces", "NetworkPolicies", "Quotas", "RBAC")
 
-# Apply stages: isolation before access (see desired.py). Objects within a stage go in parallel.
-_STAGE_OF_KIND = {"Namespace": 0, "NetworkPolicy": 1, "ResourceQuota": 1, "LimitRange": 1}
+# Apply stages: isolation before access (see desired.py); roles before the bindings that point
+# at them (binding a role that does not exist yet fails RBAC's escalation check). Objects within
+# a stage go in parallel.
+_STAGE_OF_KIND = {"Namespace": 0, "NetworkPolicy": 1, "ResourceQuota": 1, "LimitRange": 1,
+                  "ClusterRole": 2, "RoleBinding": 3, "ClusterRoleBinding": 3}
 
 
 @dataclasses.dataclass
@@ -83,7 +86,7 @@ async def decide_namespaces(api: KubeApi, tenant_name: str,
 async def _apply_all(api: KubeApi, objects: Sequence[meta.Manifest], outcome: Outcome) -> None:
     stages: dict[int, list[meta.Manifest]] = {}
     for obj in objects:
-        stages.setdefault(_STAGE_OF_KIND.get(obj["kind"], 2), []).append(obj)
+        stages.setdefault(_STAGE_OF_KIND.get(obj["kind"], 3), []).append(obj)
     for stage in sorted(stages):
         results = await asyncio.gather(*(api.apply(obj) for obj in stages[stage]),
                                        return_exceptions=True)
