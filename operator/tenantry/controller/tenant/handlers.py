@@ -64,7 +64,8 @@ async def _reconcile_and_report(api: KubeApi, name: str, uid: str, raw_spec: Map
                                 body: kopf.Body) -> tuple[dict[str, Any],
                                                                   reconcile.Outcome]:
     spec = tenant_model.TenantSpec.model_validate(dict(raw_spec))
-    outcome = await reconcile.reconcile(api, name, uid, spec)
+    first_time = previous_status.get("observedGeneration") is None
+    outcome = await reconcile.reconcile(api, name, uid, spec, first_time=first_time)
     status = reconcile.status_of(outcome, spec, generation, dict(previous_status))
     _post_events(body, outcome)
     return status, outcome

@@ -118,14 +118,19 @@ async def _prune(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest]
 
 
 async def reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
-                    spec: tenant.TenantSpec) -> Outcome:
-    """Make the cluster match `spec`; returns what happened (never raises for API refusals)."""
+                    spec: tenant.TenantSpec, *, first_time: bool = False) -> Outcome:
+    """Make the cluster match `spec`; returns what happened (never raises for API refusals).
+
+    `first_time` (no generation observed yet) skips pruning: nothing of an older spec can
+    exist, and listing seven kinds cluster-wide per new tenant dominates a mass rollout.
+    """
     decisions = await decide_namespaces(api, tenant_name, spec)
     outcome = Outcome(decisions=decisions)
     granted = {name for name, decision in decisions.items() if decision.may_apply}
     wanted = desired.desired_objects(tenant_name, tenant_uid, spec, granted=granted)
     await _apply_all(api, wanted, outcome)
-    await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome)
+    if not first_time:
+        await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome)
     return outcome
 
 

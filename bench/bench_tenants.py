@@ -1,0 +1,133 @@
+"""Benchmark: Tenants reconciled per second by the real operator, against the apiserver's own limit.
+
+One run, one local control plane:
+  1. baseline: the same child objects the operator would make for N tenants, server-side applied
+     directly with one async client (what the apiserver can take from a perfect client);
+  2. operator: N Tenant objects created at once; the time from each create to its Ready=True.
+Prints tenants/s for both, p50/p99 create->Ready, and the ratio operator/baseline.
+
+    .venv/bin/python bench/bench_tenants.py [--tenants 200] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from kubernetes import client
+
+from tenantry import kube
+from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.tenant import desired, rbac
+from tenantry.devcluster.cluster import LocalControlPlane
+from tenantry.devcluster.devenv import install_crds, start_operator
+from tenantry.model.tenant import TenantSpec
+
+GROUP, VERSION = "tenantry.dev", "v1alpha1"
+
+
+def _spec(name: str) -> dict[str, object]:
+    return {"members": [{"kind": "User", "name": f"{name}-owner", "role": "owner"},
+                        {"kind": "User", "name": f"{name}-dev", "role": "member"}],
+            "namespaces": [{"name": name}],
+            "network": {"egress": [{"cidr": "0.0.0.0/0", "ports": [{"port": 443}]}]}}
+
+
+async def baseline(kubeconfig: Path, tenants: int, concurrency: int) -> tuple[float, int]:
+    """Seconds to apply every tenant's children directly; number of objects applied."""
+    api = await KubeApi.from_kubeconfig(str(kubeconfig))
+    for role in rbac.cluster_roles():
+        await api.apply(role)
+    plans = []
+    for index in range(tenants):
+        name = f"base-{index:04d}"
+        spec = TenantSpec.model_validate(_spec(name))
+        plans.append(desired.desired_objects(name, str(uuid.uuid4()), spec))
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(objects: list[dict[str, object]]) -> None:
+        async with limit:
+            for obj in objects:  # the same order the operator uses
+                await api.apply(obj)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(p) for p in plans))
+    elapsed = time.perf_counter() - started
+    await api.close()
+    return elapsed, sum(len(p) for p in plans)
+
+
+def operator_run(kubeconfig: Path, tenants: int) -> tuple[float, list[float]]:
+    """Seconds until all N tenants are Ready; per-tenant create->Ready latencies."""
+    api = kube.api_client(kubeconfig)
+    custom = client.CustomObjectsApi(api)
+    names = [f"bench-{index:04d}" for index in range(tenants)]
+    created: dict[str, float] = {}
+    ready: dict[str, float] = {}
+    done = threading.Event()
+
+    def watcher() -> None:
+        # Polling a list (not a watch) cannot silently end early; 0.1 s resolution is plenty.
+        deadline = time.perf_counter() + 600
+        while len(ready) < tenants and time.perf_counter() < deadline:
+            for obj in custom.list_cluster_custom_object(GROUP, VERSION, "tenants")["items"]:
+                name = obj["metadata"]["name"]
+                conditions = (obj.get("status") or {}).get("conditions") or []
+                if name not in ready and any(c["type"] == "Ready" and c["status"] == "True"
+                                             for c in conditions):
+                    ready[name] = time.perf_counter()
+            time.sleep(0.1)
+        done.set()
+
+    thread = threading.Thread(target=watcher, daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    started = time.perf_counter()
+    for name in names:
+        created[name] = time.perf_counter()
+        custom.create_cluster_custom_object(GROUP, VERSION, "tenants", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name},
+            "spec": _spec(name)})
+    done.wait(660)
+    if len(ready) < tenants:
+        sys.exit(f"only {len(ready)}/{tenants} tenants became Ready within 600 s")
+    elapsed = max(ready.values()) - started
+    api.close()
+    return elapsed, sorted(ready[n] - created[n] for n in names)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=32,
+                        help="tenants applied in parallel by the baseline client")
+    args = parser.parse_args()
+    with LocalControlPlane() as plane:
+        install_crds(plane.admin_kubeconfig)
+        base_seconds, objects = asyncio.run(
+            baseline(plane.admin_kubeconfig, args.tenants, args.concurrency))
+        operator = start_operator(plane.admin_kubeconfig, Path(tempfile.mkdtemp()))
+        try:
+            op_seconds, latencies = operator_run(plane.admin_kubeconfig, args.tenants)
+        finally:
+            operator.stop()
+    base_rate = args.tenants / base_seconds
+    op_rate = args.tenants / op_seconds
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"tenants: {args.tenants} ({objects // args.tenants} child objects each)")
+    print(f"baseline direct apply : {base_rate:7.1f} tenants/s  "
+          f"({objects / base_seconds:.0f} objects/s, {base_seconds:.1f} s)")
+    print(f"operator              : {op_rate:7.1f} tenants/s  ({op_seconds:.1f} s)")
+    print(f"create->Ready         : p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s")
+    print(f"ratio operator/baseline: {op_rate / base_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
