@@ -106,12 +106,15 @@ OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:tenantry-sy
 class OperatorProcess:
     """The real operator (`tenantry operator run`) as a child process, its log in a file."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path,
+                 peering: Sequence[str] | None = None) -> None:
+        """`peering`: extra arguments such as ["--priority", "100"]; None runs standalone."""
         self.log_path = log_path
         self.port = free_port()
         self._log = log_path.open("wb")
+        mode = ["--standalone"] if peering is None else list(peering)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tenantry", "operator", "run", "--standalone",
+            [sys.executable, "-m", "tenantry", "operator", "run", *mode,
              "--kubeconfig", str(kubeconfig),
              "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
@@ -136,7 +139,8 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 @pytest.fixture(scope="session")

@@ -58,18 +58,32 @@ def apply(api: client.ApiClient, documents: Iterable[dict[str, Any]], *,
 
 
 def wait_for_crds(api: client.ApiClient, names: Iterable[str], timeout: float = 30.0) -> None:
-    """Block until each named CRD reports Established=True."""
+    """Block until each named CRD is Established and its objects can really be listed.
+
+    Established alone is not enough: for a moment after it, lists still fail with 429
+    "storage is (re)initializing", and a controller that starts its watches then may stall.
+    """
     extensions = client.ApiextensionsV1Api(api)
+    custom = client.CustomObjectsApi(api)
     pending = set(names)
     deadline = time.monotonic() + timeout
     while pending:
         for name in list(pending):
             crd = extensions.read_custom_resource_definition(name)
             conditions = (crd.status.conditions or []) if crd.status else []
-            if any(c.type == "Established" and c.status == "True" for c in conditions):
-                pending.discard(name)
+            if not any(c.type == "Established" and c.status == "True" for c in conditions):
+                continue
+            version = crd.spec.versions[0].name
+            try:
+                custom.list_cluster_custom_object(crd.spec.group, version,
+                                                  crd.spec.names.plural, limit=1)
+            except client.ApiException as error:
+                if error.status != 429:
+                    raise
+                continue
+            pending.discard(name)
         if not pending:
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"CRDs not Established after {timeout:.0f}s: {sorted(pending)}")
+            raise TimeoutError(f"CRDs not ready after {timeout:.0f}s: {sorted(pending)}")
         time.sleep(0.2)
