@@ -127,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     op_run.add_argument("--verbose", action="store_true", help="debug logging")
     op_run.set_defaults(func=_cmd_operator_run)
 
+    from tenantry.admission import check as admission_check
+    from tenantry.ledger import cli as ledger_cli
+
+    admission_check.register(commands)
+    ledger_cli.register(commands)
+
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)
     return parser

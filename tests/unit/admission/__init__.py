@@ -1,0 +1,1 @@
+"""Unit tests of the admission rules, the tenant policy decision and `tenantry check`."""
