@@ -107,8 +107,12 @@ class OperatorProcess:
     """The real operator (`tenantry operator run`) as a child process, its log in a file."""
 
     def __init__(self, kubeconfig: Path, log_path: Path,
-                 peering: Sequence[str] | None = None) -> None:
-        """`peering`: extra arguments such as ["--priority", "100"]; None runs standalone."""
+                 peering: Sequence[str] | None = None, *,
+                 extra_args: Sequence[str] = ()) -> None:
+        """`peering`: extra arguments such as ["--priority", "100"]; None runs standalone.
+
+        `extra_args`: further `tenantry operator run` options (keyring, ledger, ...).
+        """
         self.log_path = log_path
         self.port = free_port()
         self._log = log_path.open("wb")
@@ -116,7 +120,7 @@ class OperatorProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tenantry", "operator", "run", *mode,
              "--kubeconfig", str(kubeconfig),
-             "--liveness", f"http://127.0.0.1:{self.port}/healthz"],
+             "--liveness", f"http://127.0.0.1:{self.port}/healthz", *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )
 
@@ -144,7 +148,17 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator(control_plane: LocalControlPlane, crds: None,
+def operator_options(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The `tenantry operator run` options every test operator gets (keyrings, ledger, ...).
+
+    Each concern adds its own options here; tests that start their own operator pass them too.
+    """
+    options: list[str] = []
+    return options
+
+
+@pytest.fixture(scope="session")
+def operator(control_plane: LocalControlPlane, crds: None, operator_options: list[str],
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     """The operator, running for the whole session with the identity and RBAC of manifests/.
 
@@ -160,7 +174,7 @@ def operator(control_plane: LocalControlPlane, crds: None,
         api.close()
     identity = control_plane.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS)
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    process = OperatorProcess(identity, log_path)
+    process = OperatorProcess(identity, log_path, extra_args=operator_options)
     try:
         process.wait_ready()
         yield process
