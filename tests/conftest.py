@@ -6,8 +6,11 @@ the environment (KUBECONFIG is ignored), so a developer's real cluster is safe.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import json
+import secrets
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import asyncpg
 import pytest
 from kubernetes import client
 
@@ -23,6 +27,7 @@ from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import free_port, wait_until
+from tenantry.ledger import migrations
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +43,36 @@ def postgres() -> Iterator[LocalPostgres]:
     """A PostgreSQL server on loopback; `postgres.dsn()` connects as its superuser."""
     with LocalPostgres() as server:
         yield server
+
+
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+    """The audit ledger in the session's PostgreSQL, migrated, as the operator uses it."""
+
+    admin_dsn: str
+    app_dsn: str
+
+
+LEDGER_DATABASE = "tenantry_ledger"
+
+
+@pytest.fixture(scope="session")
+def ledger(postgres: LocalPostgres) -> Ledger:
+    """A migrated ledger database; the app role's DSN is what Tenantry components get."""
+    password = secrets.token_urlsafe(18)
+
+    async def setup() -> None:
+        admin = await asyncpg.connect(postgres.dsn(database="postgres"))
+        try:
+            await admin.execute(f'CREATE DATABASE "{LEDGER_DATABASE}"')
+        finally:
+            await admin.close()
+        await migrations.migrate(postgres.dsn(database=LEDGER_DATABASE), app_password=password)
+
+    asyncio.run(setup())
+    return Ledger(admin_dsn=postgres.dsn(database=LEDGER_DATABASE),
+                  app_dsn=postgres.dsn(database=LEDGER_DATABASE,
+                                       user=migrations.DEFAULT_APP_ROLE, password=password))
 
 
 @pytest.fixture(scope="session")
@@ -148,12 +183,17 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator_options(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def operator_options(tmp_path_factory: pytest.TempPathFactory, ledger: Ledger) -> list[str]:
     """The `tenantry operator run` options every test operator gets (keyrings, ledger, ...).
 
     Each concern adds its own options here; tests that start their own operator pass them too.
     """
-    options: list[str] = []
+    state = tmp_path_factory.mktemp("operator-state")
+    dsn_file = state / "ledger-dsn"
+    dsn_file.write_text(ledger.app_dsn)
+    dsn_file.chmod(0o600)
+    options: list[str] = ["--ledger-dsn-file", str(dsn_file),
+                          "--ledger-spool", str(state / "ledger-spool")]
     return options
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tenantry import __version__
+
+DEFAULT_SPOOL = Path.home() / ".local" / "state" / "tenantry" / "ledger-spool"
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -53,13 +57,28 @@ def _cmd_dev_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger_options(args: argparse.Namespace) -> Any:
+    from tenantry.controller import audit
+
+    spool = Path(args.ledger_spool)
+    if args.no_ledger:
+        return audit.LedgerOptions(dsn=None, spool=spool, enabled=False)
+    dsn = (audit.read_dsn_file(Path(args.ledger_dsn_file)) if args.ledger_dsn_file
+           else os.environ.get("TENANTRY_LEDGER_DSN"))
+    if not dsn:
+        raise SystemExit("tenantry operator run: the audit ledger is required: give "
+                         "--ledger-dsn-file FILE or set TENANTRY_LEDGER_DSN (run `tenantry ledger "
+                         "migrate` first), or pass --no-ledger to run without an audit trail")
+    return audit.LedgerOptions(dsn=dsn, spool=spool)
+
+
 def _cmd_operator_run(args: argparse.Namespace) -> int:
     from tenantry.controller import run
 
     run.run(
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         standalone=args.standalone, priority=args.priority, liveness=args.liveness,
-        peering=args.peering, verbose=args.verbose,
+        peering=args.peering, verbose=args.verbose, ledger=_ledger_options(args),
     )
     return 0
 
@@ -124,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     op_run.add_argument("--peering", default="tenantry", help="peering object name")
     op_run.add_argument("--liveness", metavar="URL",
                         help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
+    op_run.add_argument("--ledger-dsn-file", metavar="FILE",
+                        help="file holding the audit ledger's PostgreSQL DSN (app role); "
+                             "default: $TENANTRY_LEDGER_DSN")
+    op_run.add_argument("--ledger-spool", metavar="DIR",
+                        default=os.environ.get("TENANTRY_LEDGER_SPOOL", str(DEFAULT_SPOOL)),
+                        help="durable queue of audit events while the ledger is unreachable "
+                             "(default: $TENANTRY_LEDGER_SPOOL or %(default)s)")
+    op_run.add_argument("--no-ledger", action="store_true",
+                        help="run without an audit trail (explicit opt-out; not for production)")
     op_run.add_argument("--verbose", action="store_true", help="debug logging")
     op_run.set_defaults(func=_cmd_operator_run)
 

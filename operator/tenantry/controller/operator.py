@@ -13,11 +13,14 @@ from typing import Any
 
 import kopf
 
-from tenantry.controller import protection
+from tenantry.controller import audit, protection
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import handlers as tenant_handlers
 from tenantry.controller.tenant import rbac
+from tenantry.ledger.spool import Spool
 from tenantry.model import common
+
+logger = logging.getLogger(__name__)
 
 GROUP = common.GROUP
 
@@ -36,11 +39,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.error_delays = [1, 2, 5, 10, 30]
     memo.api = await KubeApi.from_kubeconfig(os.environ.get("KUBECONFIG"))
     memo.drift_tasks = {}
+    identity = await memo.api.whoami()
+    memo.ledger = start_ledger(memo.get("ledger_options"), identity)
     # The shared tier roles every tenant's RoleBindings point at.
     for role in rbac.cluster_roles():
         await memo.api.apply(role)
     # Tenants may write NetworkPolicies and RoleBindings, but never ours: exempt only ourselves.
-    for obj in protection.protection_policy([await memo.api.whoami()]):
+    for obj in protection.protection_policy([identity]):
         await memo.api.apply(obj)
 
 
@@ -52,9 +57,22 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs)
 
 
+def start_ledger(options: audit.LedgerOptions | None, identity: str) -> audit.Recorder | None:
+    """The audit recorder, flushing in the background; None only with --no-ledger."""
+    if options is None or not options.enabled or options.dsn is None:
+        logger.warning("audit ledger disabled (--no-ledger): the operator's changes are not "
+                       "recorded")
+        return None
+    recorder = audit.Recorder(Spool(options.spool), options.dsn, identity)
+    recorder.start()
+    return recorder
+
+
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
     for task in list(memo.get("drift_tasks", {}).values()):
         task.cancel()
+    if memo.get("ledger") is not None:
+        await memo.ledger.close()
     if "api" in memo:
         await memo.api.close()

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import kopf
 
+from tenantry.controller.audit import LedgerOptions
+
 
 def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
-        liveness: str | None, peering: str, verbose: bool = False) -> None:
+        liveness: str | None, peering: str, verbose: bool = False,
+        ledger: LedgerOptions | None = None) -> None:
     if kubeconfig is not None:
         # kopf's login and our own client both read it from here.
         os.environ["KUBECONFIG"] = str(kubeconfig)
@@ -26,5 +29,6 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
     asyncio.run(kopf.operator(
         clusterwide=True,
         settings=settings,
+        memo=kopf.Memo(ledger_options=ledger),
         liveness_endpoint=liveness,
     ))

@@ -6,16 +6,18 @@ samples. With a kubeconfig given, that cluster is used instead and no control pl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import os
+import secrets
 import signal
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, cast
@@ -26,6 +28,7 @@ from tenantry import kube
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
+from tenantry.ledger import migrations
 from tenantry.model import common, crdgen
 
 
@@ -54,13 +57,25 @@ def install_crds(kubeconfig: Path) -> None:
         api.close()
 
 
-def start_operator(kubeconfig: Path, log_dir: Path) -> ManagedProcess:
+def prepare_ledger(postgres: LocalPostgres, state_dir: Path) -> list[str]:
+    """Migrate the ledger in the dev database; the operator options that point at it."""
+    password = secrets.token_urlsafe(18)
+    asyncio.run(migrations.migrate(postgres.dsn(), app_password=password))
+    dsn_file = state_dir / "ledger-dsn"
+    dsn_file.touch(mode=0o600)
+    dsn_file.write_text(postgres.dsn(user=migrations.DEFAULT_APP_ROLE, password=password))
+    return ["--ledger-dsn-file", str(dsn_file), "--ledger-spool", str(state_dir / "ledger-spool")]
+
+
+def start_operator(kubeconfig: Path, log_dir: Path,
+                   options: Sequence[str] = ("--no-ledger",)) -> ManagedProcess:
     """`tenantry operator run` as a child process, ready once its liveness probe answers."""
     port = free_port()
     process = ManagedProcess(
         "operator",
         [sys.executable, "-m", "tenantry", "operator", "run", "--standalone",
-         "--kubeconfig", str(kubeconfig), "--liveness", f"http://127.0.0.1:{port}/healthz"],
+         "--kubeconfig", str(kubeconfig), "--liveness", f"http://127.0.0.1:{port}/healthz",
+         *options],
         log_dir / "operator.log",
     )
 
@@ -114,16 +129,19 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
         else:
             _say(f"using the cluster of {kubeconfig}")
         dsn = None
+        state_dir = control_plane.workdir if control_plane else Path(tempfile.mkdtemp())
+        operator_options = ["--no-ledger"]
         if with_postgres:
             postgres = stack.enter_context(LocalPostgres())
             dsn = postgres.dsn()
             _say(f"PostgreSQL ready on 127.0.0.1:{postgres.port}")
+            operator_options = prepare_ledger(postgres, state_dir)
+            _say("audit ledger migrated (database tenantry, schema ledger)")
         install_crds(kubeconfig)
         _say("CRDs installed: " + ", ".join(r.name for r in crdgen.RESOURCES))
         operator = None
         if with_operator:
-            log_dir = control_plane.workdir if control_plane else Path(tempfile.mkdtemp())
-            operator = start_operator(kubeconfig, log_dir)
+            operator = start_operator(kubeconfig, state_dir, operator_options)
             stack.callback(operator.stop)
             _say(f"operator running (log: {operator.log_path})")
         if samples is not None and samples.exists():

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from tenantry.controller import kubeapi
+from tenantry.controller import audit, kubeapi
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import namespaces, rbac, reconcile
 from tenantry.model import common
@@ -80,9 +80,13 @@ def _failure_summary(outcome: reconcile.Outcome) -> str:
 @kopf.on.update(*TENANTS, field="spec")
 async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                            status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
-                           memo: kopf.Memo, **_: Any) -> None:
+                           memo: kopf.Memo, reason: str, **_: Any) -> None:
     new_status, outcome = await _reconcile_and_report(
         memo.api, name, uid, spec, meta.get("generation"), status, body)
+    # A resume that found everything in place changed nothing worth a ledger entry.
+    if reason != "resume" or reconcile.changed_anything(outcome):
+        await _record(memo, name, "tenant.reconcile", outcome, trigger=reason,
+                      generation=meta.get("generation"))
     patch.status.update(new_status)
     if outcome.failures:
         raise kopf.TemporaryError(_failure_summary(outcome), delay=RETRY_DELAY)
@@ -92,9 +96,20 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
 async def resync_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                         status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
                         memo: kopf.Memo, **_: Any) -> None:
-    new_status, _outcome = await _reconcile_and_report(
+    new_status, outcome = await _reconcile_and_report(
         memo.api, name, uid, spec, meta.get("generation"), status, body)
+    if reconcile.changed_anything(outcome):
+        await _record(memo, name, "tenant.reconcile", outcome, trigger="resync",
+                      generation=meta.get("generation"))
     patch.status.update(new_status)
+
+
+async def _record(memo: kopf.Memo, tenant_name: str, action: str, outcome: reconcile.Outcome,
+                  **details: Any) -> None:
+    await audit.record(memo, tenant=tenant_name, action=action, kind=tenant_model.KIND,
+                       namespace=None, name=tenant_name,
+                       changes={**{k: v for k, v in details.items() if v is not None},
+                                **reconcile.audit_summary(outcome)})
 
 
 @kopf.on.delete(*TENANTS)
@@ -103,6 +118,8 @@ async def finalize_tenant(name: str, spec: kopf.Spec, body: kopf.Body, memo: kop
     outcome = await reconcile.finalize(memo.api, name,
                                        tenant_model.TenantSpec.model_validate(dict(spec)))
     _post_events(body, outcome)
+    await _record(memo, name, "tenant.finalize", outcome,
+                  deletionPolicy=str(spec.get("deletionPolicy") or "Retain"))
     if outcome.failures:
         raise kopf.TemporaryError(_failure_summary(outcome), delay=RETRY_DELAY)
 
@@ -132,9 +149,10 @@ async def _restore(memo: kopf.Memo, tenant_name: str, index: kopf.Index[str, Any
             return
         body = _tenant_ref(tenant_name, uid)
         kopf.info(body, reason="DriftCorrected", message=f"{what}; re-applying")
-        new_status, _outcome = await _reconcile_and_report(
+        new_status, outcome = await _reconcile_and_report(
             memo.api, tenant_name, uid, raw_spec, tenant["metadata"].get("generation"),
             tenant.get("status") or {}, body)
+        await _record(memo, tenant_name, "tenant.drift-corrected", outcome, drift=what)
         await memo.api.merge_patch(common.API_VERSION, tenant_model.KIND, tenant_name,
                                    {"status": new_status}, subresource="status")
 
@@ -189,3 +207,7 @@ async def watch_tier_roles(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
                and _last_writer(body) != kubeapi.FIELD_MANAGER)
     if name in wanted and (event.get("type") == "DELETED" or changed):
         await memo.api.apply(wanted[name])
+        await audit.record(memo, tenant=None, action="clusterrole.restore", kind="ClusterRole",
+                           namespace=None, name=name,
+                           changes={"drift": "deleted" if event.get("type") == "DELETED"
+                                    else f"changed by {_last_writer(body)}"})

@@ -141,6 +141,28 @@ async def finalize(api: KubeApi, tenant_name: str, spec: tenant.TenantSpec) -> O
     return outcome
 
 
+def audit_summary(outcome: Outcome) -> dict[str, Any]:
+    """What a reconciliation changed, for the audit ledger (pure; names only, no contents)."""
+    summary: dict[str, Any] = {
+        "namespaces": {name: decision.action.value
+                       for name, decision in sorted(outcome.decisions.items())},
+    }
+    if outcome.deleted:
+        summary["deleted"] = sorted(outcome.deleted)
+    if outcome.released:
+        summary["released"] = sorted(outcome.released)
+    if outcome.failures:
+        summary["failedParts"] = sorted(outcome.failures)
+    return summary
+
+
+def changed_anything(outcome: Outcome) -> bool:
+    """Whether the reconciliation created, adopted, pruned or released something."""
+    return bool(outcome.deleted or outcome.released or any(
+        decision.action in (namespaces.Action.CREATE, namespaces.Action.ADOPT)
+        for decision in outcome.decisions.values()))
+
+
 def status_of(outcome: Outcome, spec: tenant.TenantSpec, generation: int | None,
               previous: dict[str, Any] | None) -> dict[str, Any]:
     """The Tenant's status after a reconciliation (pure)."""

@@ -1,0 +1,180 @@
+"""The operator's own audit trail: every change it makes goes to the ledger, durably.
+
+Handlers call `record(memo, ...)`. The event is first stored in the on-disk spool (fsync'd), so
+it survives the ledger being down and the operator being killed; a background flusher appends
+spooled events to the ledger in order, in batches, and retries with backoff while PostgreSQL is
+unreachable. `record` therefore never fails because of the database; it fails only if the spool
+itself cannot be written, which is loud (the handler errors and kopf retries it).
+
+The ledger is on by default: `tenantry operator run` refuses to start without a ledger DSN
+unless `--no-ledger` says, explicitly, to run without an audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import kopf
+
+from tenantry.ledger import append, events, migrations
+from tenantry.ledger.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+COMPONENT = "operator"
+BATCH = 500
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# The flusher also wakes up this often, in case a wake-up was missed.
+IDLE_WAKE = 5.0
+# Connection and statement time limits, so a hung database never hangs the flusher.
+CONNECT_TIMEOUT = 10.0
+# What "the ledger is unavailable" looks like; anything else is a bug and should surface.
+UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+               migrations.MigrationError)
+COMMAND_TIMEOUT = 30.0
+# How long a stopping operator tries to empty the spool before leaving it for the next start.
+SHUTDOWN_DRAIN = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerOptions:
+    """How the operator reaches the ledger (from `tenantry operator run`)."""
+
+    dsn: str | None
+    spool: Path
+    enabled: bool = True
+
+
+class Recorder:
+    """Spools events and flushes them to the ledger in the background."""
+
+    def __init__(self, spool: Spool, dsn: str, actor: str) -> None:
+        self.spool = spool
+        self._dsn = dsn
+        self.actor = actor
+        self._wake = asyncio.Event()
+        self._pool: asyncpg.Pool | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.flushed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever(), name="ledger-flusher")
+        self._wake.set()
+
+    async def record(self, event: events.AuditEvent) -> None:
+        await asyncio.to_thread(self.spool.put, event)
+        self._wake.set()
+
+    def event(self, *, tenant: str | None, action: str, kind: str, namespace: str | None,
+              name: str | None, changes: Mapping[str, Any] | None) -> events.AuditEvent:
+        return events.AuditEvent(
+            tenant=tenant, actor=self.actor,
+            actor_kind=(events.ActorKind.SERVICEACCOUNT
+                        if self.actor.startswith("system:serviceaccount:")
+                        else events.ActorKind.SYSTEM),
+            identity={**events.system_identity(COMPONENT), "username": self.actor},
+            action=action, resource_kind=kind, resource_namespace=namespace,
+            resource_name=name, changes=dict(changes or {}), component=COMPONENT)
+
+    async def flush(self) -> int:
+        """Append every spooled event now; returns how many were appended."""
+        total = 0
+        while batch := await asyncio.to_thread(self.spool.pending, BATCH):
+            pool = await self._connect()
+            await append.append_batch(pool, [event for _, event in batch])
+            await asyncio.to_thread(self.spool.done, [path for path, _ in batch])
+            total += len(batch)
+            self.flushed += len(batch)
+        return total
+
+    async def _connect(self) -> asyncpg.Pool:
+        if self._pool is None:
+            pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=2,
+                                             timeout=CONNECT_TIMEOUT,
+                                             command_timeout=COMMAND_TIMEOUT)
+            try:
+                async with pool.acquire() as conn:
+                    await migrations.require_current(conn)
+            except BaseException:
+                pool.terminate()
+                raise
+            self._pool = pool
+        return self._pool
+
+    async def _flush_forever(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_WAKE)
+            self._wake.clear()
+            try:
+                await self.flush()
+                if failures:
+                    logger.info("audit ledger reachable again; spool drained")
+                failures = 0
+            except UNAVAILABLE as error:
+                await self._drop_pool()
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                logger.warning("audit ledger unavailable (%s); %d event(s) kept in the spool, "
+                               "retrying in %.0fs", _describe(error), self.spool.count(), delay)
+                await asyncio.sleep(delay)
+                self._wake.set()
+
+    async def _drop_pool(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.terminate()
+
+    async def close(self) -> None:
+        """Stop the flusher after one last attempt to drain the spool."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await asyncio.wait_for(self.flush(), SHUTDOWN_DRAIN)
+        except UNAVAILABLE:
+            logger.warning("audit ledger unavailable at shutdown; %d event(s) stay in the spool "
+                           "for the next start", self.spool.count())
+        if self._pool is not None:
+            await self._pool.close()
+
+
+def _describe(error: BaseException) -> str:
+    """The error's type and SQLSTATE only: connection errors can echo the DSN."""
+    if isinstance(error, migrations.MigrationError):
+        return str(error)
+    if isinstance(error, asyncpg.PostgresError):
+        return f"{type(error).__name__} {error.sqlstate}"
+    return type(error).__name__
+
+
+async def record(memo: kopf.Memo, *, tenant: str | None, action: str, kind: str,
+                 namespace: str | None, name: str | None,
+                 changes: Mapping[str, Any] | None = None) -> None:
+    """Record one change the operator made. `changes`: field names, counts, references, ids;
+    never secret values (secret-looking ones are redacted anyway)."""
+    recorder: Recorder | None = memo.get("ledger")
+    if recorder is None:  # --no-ledger
+        return
+    await recorder.record(recorder.event(tenant=tenant, action=action, kind=kind,
+                                         namespace=namespace, name=name, changes=changes))
+
+
+def read_dsn_file(path: Path) -> str:
+    try:
+        dsn = path.read_text().strip()
+    except OSError as error:
+        raise SystemExit(f"tenantry operator: --ledger-dsn-file {path}: "
+                         f"{error.strerror or error}") from error
+    if not dsn:
+        raise SystemExit(f"tenantry operator: --ledger-dsn-file {path} is empty")
+    return dsn
