@@ -73,12 +73,18 @@ def _ledger_options(args: argparse.Namespace) -> Any:
 
 
 def _cmd_operator_run(args: argparse.Namespace) -> int:
-    from tenantry.controller import run
+    from tenantry.controller import leader, run
 
     run.run(
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         standalone=args.standalone, priority=args.priority, liveness=args.liveness,
         peering=args.peering, verbose=args.verbose, ledger=_ledger_options(args),
+        leader_election=run.LeaderElection(
+            lease_name=args.lease_name,
+            lease_namespace=args.lease_namespace or os.environ.get(
+                "TENANTRY_NAMESPACE", "tenantry-system"),
+            timing=leader.Timing.for_lease(args.lease_duration),
+        ) if args.leader_elect else None,
     )
     return 0
 
@@ -143,6 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     op_run.add_argument("--peering", default="tenantry", help="peering object name")
     op_run.add_argument("--liveness", metavar="URL",
                         help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
+    op_run.add_argument("--leader-elect", action="store_true",
+                        help="run several replicas: only the holder of a Lease acts, the "
+                             "others stand by and take over when it stops renewing")
+    op_run.add_argument("--lease-name", default="tenantry-operator",
+                        help="Lease for --leader-elect (default: %(default)s)")
+    op_run.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                        help="how long a silent leader keeps the Lease (default: %(default)s)")
+    op_run.add_argument("--lease-namespace",
+                        help="namespace of the Lease (default: $TENANTRY_NAMESPACE or "
+                             "tenantry-system)")
     op_run.add_argument("--ledger-dsn-file", metavar="FILE",
                         help="file holding the audit ledger's PostgreSQL DSN (app role); "
                              "default: $TENANTRY_LEDGER_DSN")

@@ -54,6 +54,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         "ValidatingAdmissionPolicyBinding": Kind(
             "admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False),
         "SelfSubjectReview": Kind("authentication.k8s.io/v1", "selfsubjectreviews", False),
+        "Lease": Kind("coordination.k8s.io/v1", "leases", True),
         "Tenant": Kind("tenantry.dev/v1alpha1", "tenants", False),
         "Credential": Kind("tenantry.dev/v1alpha1", "credentials", True),
         "RotationPolicy": Kind("tenantry.dev/v1alpha1", "rotationpolicies", True),

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import os
+import socket
+import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import kopf
+from aiohttp import web
 
+from tenantry.controller import audit, leader
 from tenantry.controller.audit import LedgerOptions
+from tenantry.controller.kubeapi import KubeApi
+from tenantry.ledger.spool import Spool
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderElection:
+    """`--leader-elect`: run handlers only while holding this Lease."""
+
+    lease_name: str
+    lease_namespace: str
+    timing: leader.Timing = dataclasses.field(default_factory=leader.Timing)
 
 
 def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
         liveness: str | None, peering: str, verbose: bool = False,
-        ledger: LedgerOptions | None = None) -> None:
+        ledger: LedgerOptions | None = None,
+        leader_election: LeaderElection | None = None) -> None:
     if kubeconfig is not None:
         # kopf's login and our own client both read it from here.
         os.environ["KUBECONFIG"] = str(kubeconfig)
@@ -26,9 +45,72 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
     settings.peering.name = peering
     settings.peering.priority = priority
     settings.peering.mandatory = not standalone
-    asyncio.run(kopf.operator(
-        clusterwide=True,
-        settings=settings,
-        memo=kopf.Memo(ledger_options=ledger),
-        liveness_endpoint=liveness,
-    ))
+    if leader_election is not None:
+        settings.peering.standalone = True  # the Lease, not kopf peering, decides who acts
+        settings.peering.mandatory = False
+    lost = asyncio.run(_main(settings, liveness, kopf.Memo(ledger_options=ledger),
+                             leader_election))
+    if lost:
+        # Exit non-zero: the pod restarts and stands by, never acting on stale leadership.
+        raise SystemExit(1)
+
+
+async def _main(settings: kopf.OperatorSettings, liveness: str | None, memo: kopf.Memo,
+                election: LeaderElection | None) -> bool:
+    """Run kopf (after winning the Lease, with --leader-elect); True if leadership was lost."""
+    stop = asyncio.Event()
+    elector = None
+    keeper = None
+    if election is not None:
+        api = await KubeApi.from_kubeconfig(os.environ.get("KUBECONFIG"))
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        elector = leader.LeaderElector(api, name=election.lease_name,
+                                       namespace=election.lease_namespace, identity=identity,
+                                       timing=election.timing)
+        async with _standby_liveness(liveness):
+            await _deliver_leftover_events(memo.get("ledger_options"))
+            await elector.acquire()
+        keeper = asyncio.create_task(elector.keep(stop))
+    try:
+        await kopf.operator(clusterwide=True, settings=settings, memo=memo,
+                            liveness_endpoint=liveness, stop_flag=stop)
+    finally:
+        if elector is not None and keeper is not None:
+            stop.set()
+            await keeper
+            if not elector.lost.is_set():
+                await elector.release()
+            await elector.api.close()
+    return elector is not None and elector.lost.is_set()
+
+
+async def _deliver_leftover_events(options: LedgerOptions | None) -> None:
+    """A replica restarted after a crash may hold spooled events; deliver them even while it
+    stands by (the leader would otherwise be the only one to drain its own spool)."""
+    if options is None or not options.enabled or options.dsn is None:
+        return
+    recorder = audit.Recorder(Spool(options.spool), options.dsn, actor="standby")
+    if recorder.spool.count():
+        await recorder.close()  # one bounded attempt; what fails stays for the next start
+
+
+@contextlib.asynccontextmanager
+async def _standby_liveness(url: str | None) -> AsyncIterator[None]:
+    """Answer liveness probes while standing by (kopf serves them once it runs)."""
+    if url is None:
+        yield
+        return
+    parsed = urllib.parse.urlsplit(url)
+    async def standby(_: web.Request) -> web.Response:
+        return web.json_response({"standby": True})
+
+    app = web.Application()
+    app.router.add_get(parsed.path or "/", standby)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, parsed.hostname, parsed.port)
+    await site.start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
