@@ -32,8 +32,18 @@ def test_namespace_labels(valid: Callable[[dict[str, Any]], None]) -> None:
         "pod-security.kubernetes.io/audit-version": "v1.35",
         "pod-security.kubernetes.io/warn": "restricted",
         "pod-security.kubernetes.io/warn-version": "v1.35",
+        "tenantry.dev/pod-security-mode": "Deny",
     }
     assert POD_SECURITY_VERSION == "v1.35"
+
+
+def test_the_tenants_pod_security_mode_is_mirrored_for_the_cel_bindings() -> None:
+    from tenantry.admission import cel
+    from tenantry.model.tenant import EnforcementMode
+
+    labels = namespaces.namespace(TENANT, "acme-prod", EnforcementMode.WARN)["metadata"]["labels"]
+    assert labels[cel.MODE_LABEL] == "Warn"
+    assert cel.MODE_LABEL not in namespaces.released_namespace("acme-prod")["metadata"]["labels"]
 
 
 def test_namespace_has_no_owner_reference() -> None:

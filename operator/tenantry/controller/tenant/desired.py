@@ -54,7 +54,8 @@ def desired_objects(tenant_name: str, tenant_uid: str, spec: tenant.TenantSpec, 
     ClusterRoles are not included: see `rbac.cluster_roles`.
     """
     names = tenant_namespaces(spec, granted)
-    objects: list[meta.Manifest] = [namespaces.namespace(tenant_name, name) for name in names]
+    objects: list[meta.Manifest] = [
+        namespaces.namespace(tenant_name, name, spec.pod_security.mode) for name in names]
     for name in names:
         objects.extend(network.network_policies(tenant_name, tenant_uid, name, spec.network,
                                                 names))

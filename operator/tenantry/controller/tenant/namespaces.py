@@ -24,6 +24,10 @@ RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-
 RESERVED_PREFIXES = ("kube-", "tenantry-")
 
 
+# Read by the CEL policy bindings in policies/ (see tenantry.admission.cel.MODE_LABEL).
+MODE_LABEL = f"{common.GROUP}/pod-security-mode"
+
+
 def pod_security_labels() -> dict[str, str]:
     """Pod Security Admission: `restricted` for enforce, audit and warn, at a pinned version.
 
@@ -37,14 +41,19 @@ def pod_security_labels() -> dict[str, str]:
     return labels
 
 
-def namespace(tenant_name: str, name: str) -> meta.Manifest:
+def namespace(tenant_name: str, name: str,
+              mode: tenant.EnforcementMode = tenant.EnforcementMode.DENY) -> meta.Manifest:
     """The Namespace `name` of tenant `tenant_name`.
+
+    `mode` (the Tenant's podSecurity.mode) is mirrored into an operator-owned label, so the CEL
+    twins of the admission rules (policies/) bind Deny, Warn or Audit per namespace.
 
     No ownerReference on purpose: the garbage collector would then delete the namespace, and all
     its data, with the Tenant. Whether a namespace outlives its Tenant is `deletionPolicy`'s call,
     carried out by the finalizer.
     """
-    labels = {**meta.tenant_labels(tenant_name), **pod_security_labels()}
+    labels = {**meta.tenant_labels(tenant_name), **pod_security_labels(),
+              MODE_LABEL: str(mode)}
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
