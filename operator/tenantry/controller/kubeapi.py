@@ -187,11 +187,18 @@ class KubeApi:
             path, "PATCH", body=patch, content_type="application/merge-patch+json"))
 
     async def delete(self, api_version: str, kind: str, name: str,
-                     namespace: str | None = None) -> bool:
-        """Delete with background propagation; False if it was already gone."""
+                     namespace: str | None = None, *,
+                     preconditions: dict[str, str] | None = None) -> bool:
+        """Delete with background propagation; False if it was already gone.
+
+        `preconditions` ({"uid": ..., "resourceVersion": ...}): delete only that version of the
+        object, else 409 Conflict."""
         path = f"{kind_of(api_version, kind).collection(namespace)}/{name}"
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
-            await self._call(path, "DELETE", body={"propagationPolicy": "Background"})
+            await self._call(path, "DELETE", body=body)
         except ApiError as error:
             if error.status == 404:
                 return False

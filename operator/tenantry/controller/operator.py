@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 
 from tenantry.controller import audit, protection
+from tenantry.controller.credential import handlers as credential_handlers
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import handlers as tenant_handlers
 from tenantry.controller.tenant import rbac
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 GROUP = common.GROUP
 
 # Kinds whose handlers are registered by importing them (kept referenced for linters).
-KINDS = (tenant_handlers,)
+KINDS = (tenant_handlers, credential_handlers)
 
 
 @kopf.on.startup()

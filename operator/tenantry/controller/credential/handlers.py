@@ -1,0 +1,260 @@
+"""kopf handlers for Credentials: thin decorators that hand events to `reconcile`.
+
+- create, update (spec, labels or annotations), resume: reconcile, write status, post Events,
+  record audit entries;
+  problems that can go away by themselves (a keyring fixed, a Tenant or source Secret created)
+  are retried with backoff, the others wait for the spec to change;
+- a timer re-verifies every Credential's ciphertext now and then, whatever the watches saw;
+- a watch on the ciphertext Secrets (filtered server-side by label, so the operator never
+  receives other Secrets through it) re-verifies a Credential as soon as its Secret is deleted or
+  changed in any way but the operator's own last write (known by resourceVersion, not by a
+  manager name anyone could claim): tampering is reported within a second.
+
+A lock per Credential keeps these three from running over each other. The last intact copy of
+each Credential's envelopes (ciphertext only) is kept in memory, so a tampered Secret of an
+imported Credential, whose source is gone, can still be restored while the operator runs.
+
+At start-up the operator loads its keys (see `custody`), logs which versions and fingerprints it
+has (never key material), and publishes its sealing public key in a ConfigMap of its namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import kopf
+
+from tenantry.controller import audit, kubeapi
+from tenantry.controller.credential import ciphertext, custody, reconcile
+from tenantry.crypto import errors
+from tenantry.model import common
+from tenantry.model import credential as credential_model
+
+logger = logging.getLogger(__name__)
+
+CREDENTIALS = (common.GROUP, common.VERSION, credential_model.PLURAL)
+# Re-verifies every Credential this often, whatever the watches saw (missed events, a manager
+# name spoofed to look like the operator's).
+RESYNC_INTERVAL = 120.0
+# Secret events within this window cause one verification, not one each.
+VERIFY_DEBOUNCE = 0.5
+# How often the published public key is compared with the sealing key file.
+PUBLISH_INTERVAL = 60.0
+MAX_RETRY_DELAY = 120.0
+MAX_EVENT_MESSAGE = 1024
+
+
+@dataclasses.dataclass
+class CredentialState:
+    """What the Credential handlers keep between calls (in `memo.credentials`)."""
+
+    keys: custody.KeySource
+    locks: dict[str, asyncio.Lock] = dataclasses.field(default_factory=dict)
+    snapshots: dict[str, ciphertext.Snapshot] = dataclasses.field(default_factory=dict)
+    """Credential UID -> last envelopes known intact (ciphertext only)."""
+    tasks: dict[str, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    written: dict[str, str] = dataclasses.field(default_factory=dict)
+    """"namespace/secret" -> resourceVersion the operator itself wrote last: its own writes
+    coming back through the watch are not mistaken for someone else's."""
+
+    @contextlib.asynccontextmanager
+    async def locked(self, uid: str) -> AsyncIterator[None]:
+        async with self.locks.setdefault(uid, asyncio.Lock()):
+            yield
+
+
+def _state(memo: kopf.Memo) -> CredentialState:
+    state: CredentialState = memo.credentials
+    return state
+
+
+def _is_core_secrets(resource: kopf.Resource) -> bool:
+    return resource.group == "" and resource.plural == "secrets"
+
+
+@kopf.on.startup()
+async def start_credentials(settings: kopf.OperatorSettings, memo: kopf.Memo,
+                            **_: Any) -> None:
+    # Only ciphertext Secrets travel to the operator through the watch below, not every Secret.
+    settings.watching.label_selectors[_is_core_secrets] = ciphertext.CREDENTIAL_LABEL
+    options = memo.get("key_options") or custody.KeyOptions.from_env()
+    state = CredentialState(keys=custody.KeySource(options))
+    memo.credentials = state
+    for line in state.keys.describe():
+        (logger.warning if "unavailable" in line else logger.info)(line)
+    state.tasks["publish-public-key"] = asyncio.create_task(_publish_public_key(memo, state))
+
+
+async def _publish_public_key(memo: kopf.Memo, state: CredentialState) -> None:
+    """Keep ConfigMap tenantry-sealing-public-key in line with the sealing key file."""
+    namespace = custody.operator_namespace()
+    where = f"{namespace}/{custody.PUBLIC_KEY_CONFIGMAP}"
+    published: str | None = None
+    failures = 0
+    while True:
+        api = memo.get("api")  # set by the operator's own start-up handler
+        if api is None:
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            keys = state.keys.sealing_keys()
+        except errors.SealingKeyError:
+            keys = None  # reported at start-up and on every sealed Credential
+        if keys is not None and keys.fingerprint != published:
+            try:
+                await api.apply(custody.public_key_configmap(namespace, keys))
+            except Exception as error:  # the API unreachable, refusing, ...: keep trying
+                delay = min(2.0 ** failures, PUBLISH_INTERVAL)
+                failures += 1
+                why = (f"{error.status} {error.reason}" if isinstance(error, kubeapi.ApiError)
+                       else type(error).__name__)
+                logger.warning("publishing the sealing public key in ConfigMap %s failed "
+                               "(%s); retrying in %.0fs", where, why, delay)
+                await asyncio.sleep(delay)
+                continue
+            published, failures = keys.fingerprint, 0
+            logger.info("sealing public key %s published in ConfigMap %s", published, where)
+        await asyncio.sleep(PUBLISH_INTERVAL)
+
+
+@kopf.on.cleanup()
+async def stop_credentials(memo: kopf.Memo, **_: Any) -> None:
+    state: CredentialState | None = memo.get("credentials")
+    if state is None:
+        return
+    for task in list(state.tasks.values()):
+        task.cancel()
+
+
+# -- reconciliation ------------------------------------------------------------------------------
+
+async def _reconcile(memo: kopf.Memo, body: Mapping[str, Any]) -> reconcile.Outcome:
+    state = _state(memo)
+    uid = str(body["metadata"]["uid"])
+    outcome = await reconcile.reconcile(memo.api, state.keys, body, state.snapshots.get(uid))
+    if outcome.snapshot is not None:
+        state.snapshots[uid] = outcome.snapshot
+    if outcome.written_version is not None:
+        owner = outcome.owner
+        state.written[f"{owner.namespace}/{ciphertext.secret_name(owner.name)}"] = \
+            outcome.written_version
+    return outcome
+
+
+async def _report(memo: kopf.Memo, body: kopf.Body, outcome: reconcile.Outcome,
+                  previous: Mapping[str, Any] | None) -> None:
+    """Events on the Credential and entries in the audit ledger (no values in either)."""
+    for type_, reason, message in reconcile.events(outcome, previous):
+        kopf.event(body, type=type_, reason=reason, message=message[:MAX_EVENT_MESSAGE])
+    owner = outcome.owner
+    for action, changes in reconcile.audit_entries(outcome):
+        await audit.record(memo, tenant=outcome.tenant.name if outcome.tenant else None,
+                           action=action, kind=credential_model.KIND,
+                           namespace=owner.namespace, name=owner.name, changes=changes)
+
+
+def _retry_delay(retry: int) -> float:
+    return float(min(5.0 * 2 ** min(retry, 10), MAX_RETRY_DELAY))
+
+
+def _retry_message(outcome: reconcile.Outcome) -> str:
+    if outcome.problem is not None:
+        return f"{outcome.problem.reason}: {outcome.problem.message}"
+    return "the source Secret changed while it was imported; importing it again"
+
+
+@kopf.on.resume(*CREDENTIALS)
+@kopf.on.create(*CREDENTIALS)
+# Any change but status: a new spec, and also a touched annotation, which is how a person asks
+# for an import now rather than at the next resync (e.g. after refilling the source Secret).
+@kopf.on.update(*CREDENTIALS)
+async def reconcile_credential(body: kopf.Body, meta: kopf.Meta, status: kopf.Status,
+                               patch: kopf.Patch, memo: kopf.Memo, retry: int,
+                               **_: Any) -> None:
+    async with _state(memo).locked(str(meta["uid"])):
+        outcome = await _reconcile(memo, body)
+    patch.status.update(reconcile.status_of(outcome, meta.get("generation"), status))
+    await _report(memo, body, outcome, status)
+    if outcome.retry:
+        raise kopf.TemporaryError(_retry_message(outcome), delay=_retry_delay(retry))
+
+
+@kopf.timer(*CREDENTIALS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=10)
+async def resync_credential(body: kopf.Body, meta: kopf.Meta, status: kopf.Status,
+                            patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    async with _state(memo).locked(str(meta["uid"])):
+        outcome = await _reconcile(memo, body)
+    patch.status.update(reconcile.status_of(outcome, meta.get("generation"), status))
+    await _report(memo, body, outcome, status)
+
+
+# -- the ciphertext Secrets: changed or deleted behind the operator's back -------------------------
+
+async def _verify(memo: kopf.Memo, namespace: str, name: str, what: str,
+                  owner_uid: str | None) -> None:
+    """Re-reconcile the Credential `namespace/name` after its Secret was touched."""
+    state = _state(memo)
+    await asyncio.sleep(VERIFY_DEBOUNCE)
+    state.tasks.pop(f"verify/{namespace}/{name}", None)
+    api = memo.api
+    try:
+        found = await api.get(common.API_VERSION, credential_model.KIND, name, namespace)
+        if found is None or found["metadata"].get("deletionTimestamp"):
+            # Deleted with its Credential (garbage collection): forget its last copy too.
+            state.snapshots.pop(owner_uid or "", None)
+            return
+        uid = str(found["metadata"]["uid"])
+        async with state.locked(uid):
+            # Read again under the lock: a handler may have just written status.
+            body = await api.get(common.API_VERSION, credential_model.KIND, name, namespace)
+            if body is None or body["metadata"]["uid"] != uid:
+                return
+            logger.info("Credential %s/%s: %s; verifying its ciphertext", namespace, name, what)
+            outcome = await _reconcile(memo, body)
+            previous = body.get("status") or {}
+            await api.merge_patch(
+                common.API_VERSION, credential_model.KIND, name,
+                {"status": reconcile.status_of(outcome, body["metadata"].get("generation"),
+                                               previous)},
+                namespace=namespace, subresource="status")
+        await _report(memo, kopf.Body(body), outcome, previous)
+    except kubeapi.ApiError as error:
+        # The timer verifies again later; API errors carry no Secret values.
+        logger.warning("Credential %s/%s: verification after '%s' failed: %s", namespace, name,
+                       what, error)
+    except Exception:
+        # A task's exception would otherwise vanish; tracebacks show code, never values.
+        logger.exception("Credential %s/%s: verification after '%s' failed", namespace, name,
+                         what)
+
+
+@kopf.on.event("", "v1", "secrets", labels={ciphertext.CREDENTIAL_LABEL: kopf.PRESENT},
+               id="credential-ciphertext")
+async def watch_ciphertext(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    obj = event.get("object") or {}
+    meta = obj.get("metadata") or {}
+    namespace, secret = meta.get("namespace"), meta.get("name")
+    state = _state(memo)
+    if event.get("type") == "DELETED":
+        what = f"Secret {secret} was deleted"
+    elif event.get("type") == "MODIFIED":
+        # Not by the manager name (anyone can claim it), by the exact version it wrote. Anything
+        # else is verified: at worst a needless check that finds everything in place.
+        if state.written.get(f"{namespace}/{secret}") == meta.get("resourceVersion"):
+            return
+        what = f"Secret {secret} was changed by {ciphertext.last_writer(obj)}"
+    else:
+        return
+    owner = ciphertext.owner_of(obj)
+    name = owner[0] if owner else str(secret).removeprefix(ciphertext.SECRET_PREFIX)
+    if not namespace or not name:
+        return
+    key = f"verify/{namespace}/{name}"
+    if key not in state.tasks:
+        state.tasks[key] = asyncio.create_task(
+            _verify(memo, namespace, name, what, owner[1] if owner else None))
