@@ -1,0 +1,268 @@
+"""Which tenant a namespace belongs to, and that tenant's policy: watched caches, GET on a miss.
+
+Every review needs the tenant of its namespace; a round trip to the apiserver for each one would
+double the latency the webhook adds. So two caches are kept by list + watch: tenant-labelled
+Namespaces (name -> tenant) and Tenants (name -> parsed spec). A miss is not trusted: the
+apiserver chose to call us, so the cache may just be behind; the namespace or Tenant is then read
+with a GET, bounded by a timeout.
+
+Fail closed: a namespace labelled for a tenant whose Tenant does not exist, or whose spec this
+webhook cannot read, or a lookup that errors or times out, yields a `TenantOf` with a `problem`,
+which handlers turn into a refusal with that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+import aiohttp
+import pydantic
+from kubernetes_asyncio import client as aclient
+
+from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.model import common, tenant
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WATCH_TIMEOUT = 290
+"""Seconds the apiserver keeps one watch open before we re-open it from the last version."""
+BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    """A Tenant as admission needs it: its spec, or why it cannot be used."""
+
+    spec: tenant.TenantSpec | None
+    problem: str | None = None
+
+
+def tenant_policy(obj: Mapping[str, Any]) -> TenantPolicy:
+    """Parse a Tenant object; a spec this webhook cannot read is a problem, not a default."""
+    name = (obj.get("metadata") or {}).get("name", "?")
+    try:
+        return TenantPolicy(tenant.TenantSpec.model_validate(obj.get("spec") or {}))
+    except pydantic.ValidationError as error:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in error.errors()[:5])
+        return TenantPolicy(None, f"Tenant {name}'s spec cannot be read by this webhook "
+                                  f"(fields: {fields}); refusing until it can (fail closed)")
+
+
+def namespace_tenant(obj: Mapping[str, Any]) -> str | None:
+    """The tenant label of a Namespace object, or None."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    value = labels.get(common.TENANT_LABEL)
+    return value if isinstance(value, str) else None
+
+
+_TenantSpec = tenant.TenantSpec  # TenantOf has a field called `tenant`
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TenantOf:
+    """The outcome of looking up a namespace's tenant."""
+
+    namespace: str
+    tenant: str | None
+    """The tenant label's value; None when the namespace belongs to no tenant."""
+    spec: _TenantSpec | None = None
+    problem: str | None = None
+    """Why the namespace's policy cannot be known: the request must be refused."""
+    code: int = 403
+    """HTTP code for a refusal because of `problem` (503: try again; 403: fix the cluster)."""
+
+    @property
+    def is_tenant_namespace(self) -> bool:
+        return self.tenant is not None
+
+
+class TenantLookup(Protocol):
+    """What handlers need from a directory (TenantDirectory; tests may pass a table)."""
+
+    async def tenant_of(self, namespace: str) -> TenantOf: ...
+
+
+class Informer(Generic[T]):
+    """A list + watch cache of one collection, each object reduced by `transform`.
+
+    Objects for which `transform` returns None are not kept. `synced` is set after the first
+    complete list. Errors are logged and retried with backoff; a 410 Gone re-lists.
+    """
+
+    def __init__(self, api: aclient.ApiClient, path: str, transform: Callable[[Any], T | None],
+                 *, label_selector: str | None = None, what: str = "objects") -> None:
+        self._api = api
+        self._path = path
+        self._transform = transform
+        self._selector = label_selector
+        self._what = what
+        self.items: dict[str, T] = {}
+        self.synced = asyncio.Event()
+
+    def _query(self, **extra: str) -> list[tuple[str, str]]:
+        query = [("labelSelector", self._selector)] if self._selector else []
+        return query + list(extra.items())
+
+    def _keep(self, obj: Mapping[str, Any], into: dict[str, T]) -> None:
+        name = (obj.get("metadata") or {}).get("name")
+        if not isinstance(name, str):
+            return
+        value = self._transform(obj)
+        if value is None:
+            into.pop(name, None)
+        else:
+            into[name] = value
+
+    async def _list(self) -> str:
+        listing = await self._api.call_api(
+            self._path, "GET", query_params=self._query(),
+            header_params={"Accept": "application/json"},
+            response_types_map={200: "object"}, auth_settings=["BearerToken"],
+            _return_http_data_only=True, _request_timeout=30)
+        items: dict[str, T] = {}
+        for obj in listing.get("items") or []:
+            self._keep(obj, items)
+        self.items = items
+        self.synced.set()
+        return str((listing.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def _watch(self, version: str) -> str | None:
+        """Follow changes from `version`; the last version seen, or None when it expired."""
+        response = await self._api.call_api(
+            self._path, "GET",
+            query_params=self._query(watch="true", resourceVersion=version,
+                                     allowWatchBookmarks="true",
+                                     timeoutSeconds=str(WATCH_TIMEOUT)),
+            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_TIMEOUT + 30))
+        try:
+            if response.status != 200:
+                body = (await response.read()).decode(errors="replace")[:300]
+                if response.status == 410:
+                    return None
+                raise RuntimeError(f"watch {self._path}: HTTP {response.status}: {body}")
+            async for line in response.content:
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        return None
+                    raise RuntimeError(f"watch {self._path}: {obj.get('message')}")
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if kind in ("ADDED", "MODIFIED"):
+                    self._keep(obj, self.items)
+                elif kind == "DELETED":
+                    self.items.pop(str((obj.get("metadata") or {}).get("name")), None)
+        finally:
+            response.release()
+        return version
+
+    async def run(self) -> None:
+        """List, then watch for ever; re-list whenever the watch cannot continue."""
+        failures = 0
+        while True:
+            try:
+                version: str | None = await self._list()
+                failures = 0
+                while version is not None:
+                    version = await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
+                failures += 1
+                logger.warning("cache of %s: %s; retrying in %.1fs", self._what, error, delay)
+                await asyncio.sleep(delay)
+
+
+LOOKUP_ERRORS = (ApiError, TimeoutError, aiohttp.ClientError, OSError)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    return str(error) or type(error).__name__
+
+
+class TenantDirectory:
+    """namespace -> tenant and its policy, from the caches or, on a miss, from the apiserver."""
+
+    def __init__(self, api: KubeApi, *, lookup_timeout: float = 2.0) -> None:
+        self._api = api
+        self._timeout = lookup_timeout
+        self.namespaces: Informer[str] = Informer(
+            api.api, "/api/v1/namespaces", namespace_tenant,
+            label_selector=common.TENANT_LABEL, what="tenant namespaces")
+        self.tenants: Informer[TenantPolicy] = Informer(
+            api.api, f"/apis/{common.API_VERSION}/{tenant.PLURAL}", tenant_policy,
+            what="Tenants")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        for informer in (self.namespaces, self.tenants):
+            self._tasks.append(asyncio.create_task(informer.run()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    @property
+    def synced(self) -> bool:
+        return self.namespaces.synced.is_set() and self.tenants.synced.is_set()
+
+    async def wait_synced(self) -> None:
+        await self.namespaces.synced.wait()
+        await self.tenants.synced.wait()
+
+    async def _get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        return await asyncio.wait_for(self._api.get(api_version, kind, name), self._timeout)
+
+    async def tenant_of(self, namespace: str) -> TenantOf:
+        """The tenant of `namespace` and its policy, or the problem that stands in the way."""
+        tenant_name = self.namespaces.items.get(namespace)
+        if tenant_name is None:
+            try:
+                obj = await self._get("v1", "Namespace", namespace)
+            except LOOKUP_ERRORS as error:
+                return TenantOf(namespace, None, problem=(
+                    f"cannot read namespace {namespace} to find its tenant "
+                    f"({_describe(error)}); refusing (fail closed), try again"), code=503)
+            if obj is None:
+                return TenantOf(namespace, None, problem=(
+                    f"namespace {namespace} not found; cannot tell its tenant"))
+            tenant_name = namespace_tenant(obj)
+            if tenant_name is None:
+                return TenantOf(namespace, None)
+        policy = self.tenants.items.get(tenant_name)
+        if policy is None:
+            try:
+                obj = await self._get(common.API_VERSION, tenant.KIND, tenant_name) \
+                    if tenant_name else None
+            except LOOKUP_ERRORS as error:
+                return TenantOf(namespace, tenant_name, problem=(
+                    f"cannot read Tenant {tenant_name} of namespace {namespace} "
+                    f"({_describe(error)}); refusing (fail closed), try again"), code=503)
+            if obj is None:
+                return TenantOf(namespace, tenant_name, problem=(
+                    f"namespace {namespace} is labelled {common.TENANT_LABEL}={tenant_name}, but "
+                    f"Tenant {tenant_name!r} does not exist; refusing (fail closed) until the "
+                    "Tenant exists or the label is removed"))
+            policy = tenant_policy(obj)
+        if policy.problem is not None:
+            return TenantOf(namespace, tenant_name, problem=policy.problem)
+        return TenantOf(namespace, tenant_name, spec=policy.spec)

@@ -1,0 +1,78 @@
+"""The aiohttp application: one POST endpoint per route, plus health and readiness.
+
+Each endpoint parses the AdmissionReview (a malformed one is answered HTTP 400 with the reason,
+as a metav1.Status), runs the route's handler and wraps its verdict. A handler that raises is a
+bug, but never a 500 and never an admission: the request is refused with an internal-error
+message (fail closed) and the traceback goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from tenantry.webhook import review
+from tenantry.webhook.routes import WebhookRoute
+
+logger = logging.getLogger(__name__)
+
+# An AdmissionReview carries the object and, for updates, the old object; etcd caps objects at
+# 1.5 MiB, so two of them plus the envelope fit with room to spare.
+MAX_BODY = 8 * 1024 * 1024
+# Slower than this and the apiserver (timeoutSeconds <= 5) is getting close to giving up.
+SLOW_REVIEW = 1.0
+
+
+def endpoint(route: WebhookRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler serving `route`."""
+
+    async def serve(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await request.read()
+        try:
+            admission = review.parse_review(body, request.headers.get("Content-Type"))
+        except review.MalformedReview as error:
+            logger.warning("%s: malformed AdmissionReview from %s: %s", route.path,
+                           request.remote, error)
+            return web.json_response(review.bad_request(str(error)), status=400)
+        try:
+            verdict = await route.handler(admission)
+        except Exception:
+            logger.exception("%s: handler failed for %s %s %s/%s; refusing", route.name,
+                             admission.operation, admission.kind, admission.namespace,
+                             admission.display_name)
+            verdict = review.Verdict.deny(
+                f"{route.name}: internal error while judging this request; refusing "
+                "(fail closed). Try again; if it persists, see the webhook's log", code=500)
+        elapsed = time.perf_counter() - started
+        if elapsed > SLOW_REVIEW:
+            logger.warning("%s: slow review (%.2fs) for %s %s/%s", route.name, elapsed,
+                           admission.kind, admission.namespace, admission.display_name)
+        return web.json_response(review.review_response(admission.uid, verdict))
+
+    return serve
+
+
+def make_app(routes: Sequence[WebhookRoute], *, ready: Callable[[], bool]) -> web.Application:
+    """The application serving `routes`; `ready()` answers /readyz."""
+    paths = [route.path for route in routes]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"route paths must be unique: {paths}")
+    app = web.Application(client_max_size=MAX_BODY)
+    for route in routes:
+        app.router.add_post(route.path, endpoint(route))
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if ready():
+            return web.Response(text="ok")
+        return web.Response(text="not ready: caches not synced", status=503)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

@@ -1,0 +1,89 @@
+"""Admission requests on Tenantry resources -> ledger entries: who, what, which fields; never
+values."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tenantry.ledger.events import ActorKind
+from tenantry.webhook import audit
+from tenantry.webhook.review import AdmissionRequest, parse_review
+
+
+def _request(operation: str, kind: str = "Tenant", *, obj: Any = None, old: Any = None,
+             user: str = "alice", **extra: Any) -> AdmissionRequest:
+    request = {"uid": "0d6c-req",
+               "kind": {"group": "tenantry.dev", "version": "v1alpha1", "kind": kind},
+               "resource": {"group": "tenantry.dev", "version": "v1alpha1",
+                            "resource": kind.lower() + "s"},
+               "operation": operation, "name": "acme",
+               "userInfo": {"username": user, "groups": ["devs", "system:authenticated"],
+                            "uid": "u-1"},
+               **({"object": obj} if obj is not None else {}),
+               **({"oldObject": old} if old is not None else {}), **extra}
+    return parse_review(json.dumps({"apiVersion": "admission.k8s.io/v1",
+                                    "kind": "AdmissionReview", "request": request}).encode())
+
+
+def test_a_create_by_a_user_names_her_her_groups_and_the_request() -> None:
+    tenant = {"metadata": {"name": "acme", "generation": 1},
+              "spec": {"members": [{"name": "alice", "role": "owner"}]}}
+    event = audit.event_for(_request("CREATE", obj=tenant), tenant="acme")
+    assert event is not None
+    assert (event.actor, event.actor_kind) == ("alice", ActorKind.USER)
+    assert event.identity == {"kind": "kubernetes", "username": "alice",
+                              "groups": ["devs", "system:authenticated"], "uid": "u-1"}
+    assert (event.action, event.resource_kind, event.resource_name) == (
+        "tenant.create", "Tenant", "acme")
+    assert event.request_id == "0d6c-req"
+    assert event.chain == "acme"
+    assert event.changes == {"operation": "CREATE", "generation": 1,
+                             "fields": ["spec.members"]}
+
+
+def test_an_update_lists_changed_paths_not_values() -> None:
+    old = {"metadata": {"labels": {"team": "a"}},
+           "spec": {"sealed": {"encryptedData": {"token": "AgBy-old-ciphertext"}},
+                    "scope": "platform", "allowedServiceAccounts": ["a", "b"]}}
+    new = {"metadata": {"labels": {"team": "b"}, "generation": 3},
+           "spec": {"sealed": {"encryptedData": {"token": "AgBy-new-ciphertext"}},
+                    "scope": "caller", "allowedServiceAccounts": ["a", "b", "c"]}}
+    event = audit.event_for(_request("UPDATE", "Credential", obj=new, old=old,
+                                     namespace="acme-app"), tenant="acme")
+    assert event is not None
+    assert event.changes["fields"] == ["spec.allowedServiceAccounts", "spec.scope",
+                                       "spec.sealed.encryptedData.token",
+                                       "metadata.labels[team]"]
+    assert "ciphertext" not in str(event.payload())
+    assert event.resource_namespace == "acme-app"
+
+
+def test_deletes_are_recorded_and_dry_runs_are_not() -> None:
+    deleted = audit.event_for(_request("DELETE", old={"metadata": {"name": "acme"}}),
+                              tenant="acme")
+    assert deleted is not None and deleted.action == "tenant.delete"
+    assert audit.event_for(_request("CREATE", obj={}, dryRun=True), tenant="acme") is None
+    assert audit.event_for(_request("CONNECT", obj={}), tenant="acme") is None
+
+
+def test_service_accounts_and_system_users_are_told_apart() -> None:
+    sa = audit.event_for(_request("CREATE", obj={}, user="system:serviceaccount:ci:deployer"),
+                         tenant=None)
+    system = audit.event_for(_request("CREATE", obj={}, user="system:admin"), tenant=None)
+    assert sa is not None and sa.actor_kind is ActorKind.SERVICEACCOUNT
+    assert system is not None and system.actor_kind is ActorKind.SYSTEM
+    assert sa.chain == "_platform"
+
+
+def test_the_tenant_chain_of_a_request() -> None:
+    assert audit.tenant_of(_request("CREATE", obj={}), None) == "acme"
+    assert audit.tenant_of(_request("CREATE", "Credential", obj={}), "blue") == "blue"
+
+
+def test_long_edits_are_capped() -> None:
+    old = {"spec": {f"k{i:03d}": i for i in range(80)}}
+    new = {"spec": {f"k{i:03d}": i + 1 for i in range(80)}}
+    summary = audit.summary("UPDATE", old, new)
+    assert len(summary["fields"]) == audit.MAX_PATHS
+    assert summary["moreFields"] == 30
