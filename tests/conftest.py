@@ -23,6 +23,7 @@ import pytest
 from kubernetes import client
 
 from tenantry import kube
+from tenantry.crypto import cli as crypto_cli
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
 from tenantry.devcluster.postgres import LocalPostgres
@@ -194,6 +195,8 @@ def operator_options(tmp_path_factory: pytest.TempPathFactory, ledger: Ledger) -
     dsn_file.chmod(0o600)
     options: list[str] = ["--ledger-dsn-file", str(dsn_file),
                           "--ledger-spool", str(state / "ledger-spool")]
+    # Credentials: a master keyring and a sealing key (files, as mounted Secrets would be).
+    options += crypto_cli.dev_key_files(state)
     return options
 
 

@@ -74,6 +74,7 @@ def _ledger_options(args: argparse.Namespace) -> Any:
 
 def _cmd_operator_run(args: argparse.Namespace) -> int:
     from tenantry.controller import leader, run
+    from tenantry.crypto import cli as crypto_cli
 
     run.run(
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
@@ -85,6 +86,7 @@ def _cmd_operator_run(args: argparse.Namespace) -> int:
                 "TENANTRY_NAMESPACE", "tenantry-system"),
             timing=leader.Timing.for_lease(args.lease_duration),
         ) if args.leader_elect else None,
+        keys=crypto_cli.key_options(args),
     )
     return 0
 
@@ -171,11 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     op_run.add_argument("--verbose", action="store_true", help="debug logging")
     op_run.set_defaults(func=_cmd_operator_run)
 
+    from tenantry.admission import cel as admission_cel
     from tenantry.admission import check as admission_check
+    from tenantry.crypto import cli as crypto_cli
     from tenantry.ledger import cli as ledger_cli
+    from tenantry.webhook import cli as webhook_cli
 
     admission_check.register(commands)
+    crypto_cli.add_key_options(op_run)
+    crypto_cli.register(commands)
+    admission_cel.register(commands)
     ledger_cli.register(commands)
+    webhook_cli.register(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)

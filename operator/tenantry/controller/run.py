@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import urllib.parse
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from tenantry.controller import audit, leader
 from tenantry.controller.audit import LedgerOptions
+from tenantry.controller.credential.custody import KeyOptions
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.ledger.spool import Spool
 
@@ -32,13 +34,16 @@ class LeaderElection:
 def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
         liveness: str | None, peering: str, verbose: bool = False,
         ledger: LedgerOptions | None = None,
-        leader_election: LeaderElection | None = None) -> None:
+        leader_election: LeaderElection | None = None,
+        keys: KeyOptions | None = None) -> None:
     if kubeconfig is not None:
         # kopf's login and our own client both read it from here.
         os.environ["KUBECONFIG"] = str(kubeconfig)
     from tenantry.controller import operator  # noqa: F401 - registers the handlers
 
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL)
+    # Its debug log prints response bodies, Secret values among them: never, even --verbose.
+    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
     settings = kopf.OperatorSettings()
     settings.peering.standalone = standalone
     settings.peering.clusterwide = True
@@ -48,8 +53,8 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
     if leader_election is not None:
         settings.peering.standalone = True  # the Lease, not kopf peering, decides who acts
         settings.peering.mandatory = False
-    lost = asyncio.run(_main(settings, liveness, kopf.Memo(ledger_options=ledger),
-                             leader_election))
+    memo = kopf.Memo(ledger_options=ledger, key_options=keys)
+    lost = asyncio.run(_main(settings, liveness, memo, leader_election))
     if lost:
         # Exit non-zero: the pod restarts and stands by, never acting on stale leadership.
         raise SystemExit(1)

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import secrets
 import signal
+import ssl
 import sys
 import tempfile
 import threading
@@ -25,6 +26,7 @@ from typing import Any, cast
 from kubernetes import client
 
 from tenantry import kube
+from tenantry.crypto import cli as crypto_cli
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
@@ -38,10 +40,12 @@ class DevEnvironment:
     postgres_dsn: str | None
     control_plane: LocalControlPlane | None
     operator: ManagedProcess | None
+    webhook: ManagedProcess | None = None
 
     def processes(self) -> list[ManagedProcess]:
         children = self.control_plane.processes() if self.control_plane else []
-        return [*children, *([self.operator] if self.operator else [])]
+        return [*children, *([self.operator] if self.operator else []),
+                *([self.webhook] if self.webhook else [])]
 
 
 def _say(message: str) -> None:
@@ -86,6 +90,45 @@ def start_operator(kubeconfig: Path, log_dir: Path,
 
     try:
         wait_until(healthy, timeout=60, what="the operator's liveness endpoint", process=process)
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+def start_webhook(kubeconfig: Path, log_dir: Path,
+                  options: Sequence[str] = ("--no-ledger",)) -> ManagedProcess:
+    """`tenantry webhook run` as a child process, ready once it answers /readyz over its TLS.
+
+    There are no Services here: the apiserver calls it at https://127.0.0.1:PORT. It keeps its
+    certificates in a Secret of tenantry-system, so that namespace must exist.
+    """
+    api = kube.api_client(kubeconfig)
+    try:
+        kube.apply(api, [{"apiVersion": "v1", "kind": "Namespace",
+                          "metadata": {"name": "tenantry-system"}}],
+                   field_manager="tenantry-dev-webhook")
+    finally:
+        api.close()
+    port = free_port()
+    url = f"https://127.0.0.1:{port}"
+    cert_dir = log_dir / "webhook-certs"
+    process = ManagedProcess(
+        "webhook",
+        [sys.executable, "-m", "tenantry", "webhook", "run", "--kubeconfig", str(kubeconfig),
+         "--listen", f"127.0.0.1:{port}", "--url", url, "--cert-dir", str(cert_dir),
+         *options],
+        log_dir / "webhook.log",
+    )
+
+    def ready() -> bool:
+        context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2,  # noqa: S310 - our https URL
+                                    context=context) as response:
+            return bool(response.status == 200)
+
+    try:
+        wait_until(ready, timeout=60, what="the webhook's /readyz", process=process)
     except BaseException:
         process.stop()
         raise
@@ -139,11 +182,19 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
             _say("audit ledger migrated (database tenantry, schema ledger)")
         install_crds(kubeconfig)
         _say("CRDs installed: " + ", ".join(r.name for r in crdgen.RESOURCES))
-        operator = None
+        operator = webhook = None
         if with_operator:
+            # A keyring and a sealing key of this environment's own, so Credentials work.
+            operator_options += crypto_cli.dev_operator_keys(kubeconfig, state_dir)
             operator = start_operator(kubeconfig, state_dir, operator_options)
             stack.callback(operator.stop)
             _say(f"operator running (log: {operator.log_path})")
+            ledger = operator_options.index("--ledger-dsn-file") \
+                if "--ledger-dsn-file" in operator_options else None
+            webhook = start_webhook(kubeconfig, state_dir, ["--no-ledger"] if ledger is None
+                                    else operator_options[ledger:ledger + 2])
+            stack.callback(webhook.stop)
+            _say(f"admission webhook running (log: {webhook.log_path})")
         if samples is not None and samples.exists():
             api = kube.api_client(kubeconfig)
             try:
@@ -156,8 +207,9 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
             if operator is not None and tenants:
                 wait_for_tenants(kubeconfig, tenants)
                 _say(f"sample tenant(s) Ready: {', '.join(tenants)}")
+                _say(crypto_cli.seal_dev_sample(kubeconfig, operator_options))
         yield DevEnvironment(kubeconfig=kubeconfig, postgres_dsn=dsn,
-                             control_plane=control_plane, operator=operator)
+                             control_plane=control_plane, operator=operator, webhook=webhook)
 
 
 def run_until_signalled(kubeconfig: Path | None, *, with_postgres: bool, samples: Path | None,
