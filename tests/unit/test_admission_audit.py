@@ -87,3 +87,38 @@ def test_long_edits_are_capped() -> None:
     summary = audit.summary("UPDATE", old, new)
     assert len(summary["fields"]) == audit.MAX_PATHS
     assert summary["moreFields"] == 30
+
+
+def _decision(**overrides: Any) -> Any:
+    from tenantry.admission.violation import Violation
+    from tenantry.webhook.records import AdmissionRecord
+
+    fields: dict[str, Any] = dict(
+        webhook="workloads.admission.tenantry.dev", uid="r-1", operation="CREATE",
+        kind="Pod.v1", sub_resource="", namespace="acme-app", name="web",
+        username="system:serviceaccount:ci:deployer", groups=("system:serviceaccounts",),
+        tenant="acme", mode="Audit", allowed=True, dry_run=False,
+        violations=(Violation("readOnlyRootFilesystem",
+                              "spec.containers[0].securityContext.readOnlyRootFilesystem",
+                              "must be true (is unset)", "true", "app", "nginx"),),
+        exempted=())
+    fields.update(overrides)
+    return AdmissionRecord(**fields)
+
+
+def test_audited_refused_and_exempted_decisions_become_ledger_entries() -> None:
+    from tenantry.webhook.records import ledger_event
+
+    audited = ledger_event(_decision())
+    assert audited is not None
+    assert (audited.action, audited.chain, audited.actor_kind) == (
+        "admission.audit", "acme", ActorKind.SERVICEACCOUNT)
+    assert audited.changes["violations"] == [
+        {"rule": "readOnlyRootFilesystem",
+         "fieldPath": "spec.containers[0].securityContext.readOnlyRootFilesystem"}]
+    assert audited.request_id == "r-1"
+    denied = ledger_event(_decision(mode="Deny", allowed=False))
+    assert denied is not None and denied.action == "admission.deny"
+    # Clean admissions and dry runs are not kept.
+    assert ledger_event(_decision(violations=())) is None
+    assert ledger_event(_decision(dry_run=True)) is None

@@ -72,6 +72,11 @@ class Recorder:
         await asyncio.to_thread(self.spool.put, event)
         self._wake.set()
 
+    def record_now(self, event: events.AuditEvent) -> None:
+        """`record` for synchronous callers on the event loop (one small fsync'd write)."""
+        self.spool.put(event)
+        self._wake.set()
+
     def event(self, *, tenant: str | None, action: str, kind: str, namespace: str | None,
               name: str | None, changes: Mapping[str, Any] | None) -> events.AuditEvent:
         return events.AuditEvent(

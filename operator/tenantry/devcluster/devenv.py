@@ -192,7 +192,8 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
             ledger = operator_options.index("--ledger-dsn-file") \
                 if "--ledger-dsn-file" in operator_options else None
             webhook = start_webhook(kubeconfig, state_dir, ["--no-ledger"] if ledger is None
-                                    else operator_options[ledger:ledger + 2])
+                                    else [*operator_options[ledger:ledger + 2],
+                                          "--ledger-spool", str(state_dir / "webhook-spool")])
             stack.callback(webhook.stop)
             _say(f"admission webhook running (log: {webhook.log_path})")
         if samples is not None and samples.exists():

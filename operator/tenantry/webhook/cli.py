@@ -136,6 +136,12 @@ examples:
     run.add_argument("--ledger-failure", choices=("deny", "allow"), default="deny",
                      help="when the ledger cannot be written: deny the change (default, fail "
                           "closed) or allow it unrecorded")
+    run.add_argument("--ledger-spool", metavar="DIR", type=Path,
+                     default=Path(os.environ.get("TENANTRY_LEDGER_SPOOL", "")
+                                  or Path(tempfile.gettempdir()) / "tenantry-webhook-spool"),
+                     help="durable queue of refused, warned, audited and exempted decisions on "
+                          "their way to the ledger (default: $TENANTRY_LEDGER_SPOOL or "
+                          "%(default)s)")
     run.add_argument("--no-ledger", action="store_true",
                      help="do not record changes to Tenantry resources (explicit opt-out)")
     run.add_argument("--operator-user", metavar="USER",
@@ -176,6 +182,7 @@ def settings_from(args: argparse.Namespace) -> Any:
         lookup_timeout=args.lookup_timeout.total_seconds(),
         ledger_dsn=_ledger_dsn(args),
         ledger_fail_closed=args.ledger_failure == "deny",
+        ledger_spool=args.ledger_spool,
         operator_user=args.operator_user
         or f"system:serviceaccount:{args.namespace}:tenantry-operator",
     )

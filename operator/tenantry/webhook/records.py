@@ -22,6 +22,8 @@ from typing import Any, Protocol
 from tenantry.admission import policy
 from tenantry.admission.policy import Exempted
 from tenantry.admission.violation import Violation
+from tenantry.controller import audit
+from tenantry.ledger import events
 from tenantry.webhook.review import AdmissionRequest, Verdict
 
 logger = logging.getLogger(__name__)
@@ -147,3 +149,51 @@ def of_request(webhook: str, request: AdmissionRequest, *, tenant: str | None, m
         exempted=decision.exempted if decision else (),
         message=verdict.message,
     )
+
+
+def ledger_event(record: AdmissionRecord) -> events.AuditEvent | None:
+    """The ledger entry for a decision worth keeping (pure), or None.
+
+    Kept: every refusal, every admission with violations (Warn and Audit mode let them through,
+    so the ledger is their trace) and every exemption used. Clean admissions (the bulk of the
+    traffic) and dry runs are not recorded.
+    """
+    if record.dry_run or (record.allowed and not record.violations and not record.exempted):
+        return None
+    if not record.allowed:
+        outcome = "deny"
+    elif record.violations:
+        outcome = (record.mode or "admit").lower()
+    else:
+        outcome = "exempt"
+    username = record.username or "system:anonymous"
+    return events.AuditEvent(
+        tenant=record.tenant, actor=username,
+        actor_kind=(events.ActorKind.SERVICEACCOUNT
+                    if username.startswith("system:serviceaccount:")
+                    else events.ActorKind.SYSTEM if username.startswith("system:")
+                    else events.ActorKind.USER),
+        identity=events.kubernetes_identity(username, record.groups),
+        action=f"admission.{outcome}",
+        resource_kind=record.kind, resource_namespace=record.namespace or None,
+        resource_name=record.name,
+        changes={"webhook": record.webhook, "operation": record.operation, "mode": record.mode,
+                 "allowed": record.allowed,
+                 "violations": [{"rule": v.rule_id, "fieldPath": v.field_path}
+                                for v in record.violations],
+                 "exempted": [{"rule": e.violation.rule_id, "fieldPath": e.violation.field_path,
+                               "exemption": e.exemption.wire()} for e in record.exempted]},
+        request_id=record.uid or None, component="admission")
+
+
+class LedgerSink:
+    """Sends decisions worth keeping to the audit ledger, through a durable spool (see
+    `tenantry.controller.audit.Recorder`): never blocks on, nor fails with, the database."""
+
+    def __init__(self, recorder: audit.Recorder) -> None:
+        self._recorder = recorder
+
+    def record(self, record: AdmissionRecord) -> None:
+        event = ledger_event(record)
+        if event is not None:
+            self._recorder.record_now(event)

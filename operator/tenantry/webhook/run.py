@@ -17,15 +17,18 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from tenantry.controller import audit as operator_audit
 from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.ledger.spool import Spool
 from tenantry.webhook import audit, certs, configuration, routes, server, tls
 from tenantry.webhook.directory import TenantDirectory
-from tenantry.webhook.records import DecisionSink, LogSink, Recorder
+from tenantry.webhook.records import DecisionSink, LedgerSink, LogSink, Recorder
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +75,8 @@ class Settings:
     """Refuse changes to Tenantry resources that cannot be recorded."""
     operator_user: str = ""
     """The operator's user name, whose writes the operator records itself."""
+    ledger_spool: Path = Path(tempfile.gettempdir()) / "tenantry-webhook-spool"
+    """Durable queue of admission decisions on their way to the ledger."""
 
 
 class Webhook:
@@ -86,6 +91,7 @@ class Webhook:
         self.directory: TenantDirectory | None = None
         self.keeper: tls.CertKeeper | None = None
         self.ledger: audit.LedgerWriter | None = None
+        self.decisions: operator_audit.Recorder | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -94,6 +100,10 @@ class Webhook:
         self.directory = TenantDirectory(api, lookup_timeout=settings.lookup_timeout)
         if settings.ledger_dsn:
             self.ledger = audit.LedgerWriter(settings.ledger_dsn)
+            self.decisions = operator_audit.Recorder(Spool(settings.ledger_spool),
+                                                     settings.ledger_dsn, actor="admission")
+            self.decisions.start()
+            self.recorder.add(LedgerSink(self.decisions))
         table = routes.build_routes(routes.HandlerContext(
             tenants=self.directory, recorder=self.recorder,
             operator_namespace=settings.namespace, ledger=self.ledger,
@@ -149,6 +159,8 @@ class Webhook:
             await self._api.close()
         if self.ledger is not None:
             await self.ledger.close()
+        if self.decisions is not None:
+            await self.decisions.close()
 
 
 async def serve(settings: Settings) -> None:

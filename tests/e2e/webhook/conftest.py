@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,10 +80,11 @@ def wait_enforcing(raw: RawApi, timeout: float = 30.0) -> None:
     eventually(refused, timeout=timeout, what="the apiserver to call the webhook")
 
 
-def ledger_args(operator_options: list[str]) -> list[str]:
+def ledger_args(operator_options: list[str], spool: Path) -> list[str]:
     """The webhook records to the same ledger as the session's operator."""
     return ["--ledger-dsn-file",
-            operator_options[operator_options.index("--ledger-dsn-file") + 1]]
+            operator_options[operator_options.index("--ledger-dsn-file") + 1],
+            "--ledger-spool", str(spool)]
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +100,8 @@ def webhook(control_plane: LocalControlPlane, crds: None, raw_api: RawApi,
         identity = control_plane.kubeconfig_for(WEBHOOK_USER, WEBHOOK_GROUPS)
         process = WebhookProcess(identity, tmp_path_factory.mktemp("webhook"),
                                  extra_args=["--resync", "1s", "--ca-propagation", "2s",
-                                             *ledger_args(operator_options)])
+                                             *ledger_args(operator_options,
+                                                          tmp_path_factory.mktemp("spool"))])
         process.start()
         try:
             process.wait_ready()

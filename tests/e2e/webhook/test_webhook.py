@@ -6,16 +6,18 @@ other request (it declares sideEffects: None).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
 
+import asyncpg
 import pytest
 from kubernetes import client
 
 from tenantry.admission import rules
 from tenantry.model import common
-from tests.conftest import UserApi, api_message
+from tests.conftest import Ledger, UserApi, api_message
 from tests.e2e.conftest import TenantFactory, owner
 from tests.e2e.webhook.conftest import wait_default_service_account, wait_for_log
 from tests.e2e.webhook.webhook_helpers import (
@@ -161,7 +163,7 @@ def test_warn_mode_admits_with_warnings(raw_api: RawApi, tenants: TenantFactory,
 
 
 def test_audit_mode_admits_silently_and_records(raw_api: RawApi, tenants: TenantFactory,
-                                                admin_api: client.ApiClient,
+                                                admin_api: client.ApiClient, ledger: Ledger,
                                                 webhook: WebhookProcess) -> None:
     namespace, tenant = unique("wh-audit"), unique("audit")
     tenants(tenant, [namespace], [owner("alice")], podSecurity={"mode": "Audit"})
@@ -176,6 +178,13 @@ def test_audit_mode_admits_silently_and_records(raw_api: RawApi, tenants: Tenant
     assert record["mode"] == "Audit" and record["allowed"] is True
     assert [v["rule"] for v in record["violations"]] == [ROOT_FS]
     assert record["tenant"] == tenant and record["user"] == "tenantry-admin"
+    # ... and in the audit ledger, on the tenant's chain, which is what Audit mode promises.
+    entry = eventually(lambda: _ledger_entry(ledger, tenant, "admission.audit"),
+                       what="the audited admission in the ledger")
+    assert (entry["actor"], entry["resource_name"]) == ("tenantry-admin", name)
+    assert entry["changes"]["violations"] == [
+        {"rule": ROOT_FS, "fieldPath": "spec.template.spec.containers[0].securityContext"
+                                       ".readOnlyRootFilesystem"}]
 
     # The tenant moves to Deny: what exists may still be scaled or relabelled (its pod template
     # is unchanged), but a changed template is judged, and refused.
@@ -313,3 +322,16 @@ def test_malformed_reviews_get_400_with_a_reason(webhook: WebhookProcess, acme: 
     assert answer["response"]["status"]["code"] == 403
     assert "[readOnlyRootFilesystem]" in answer["response"]["status"]["message"]
     assert webhook.running()
+
+
+def _ledger_entry(ledger: Ledger, chain: str, action: str) -> dict[str, Any] | None:
+    async def fetch() -> dict[str, Any] | None:
+        conn = await asyncpg.connect(ledger.app_dsn)
+        try:
+            row = await conn.fetchrow("SELECT actor, resource_name, changes FROM ledger.audit_log"
+                                      " WHERE chain = $1 AND action = $2", chain, action)
+        finally:
+            await conn.close()
+        return None if row is None else {**dict(row), "changes": json.loads(row["changes"])}
+
+    return asyncio.run(fetch())
