@@ -54,7 +54,7 @@ def test_dev_up_starts_everything_and_cleans_up() -> None:
     assert result.returncode == 0, result.stderr
     kubeconfig = re.search(r"^export KUBECONFIG=(\S+)$", result.stdout, re.M)
     assert kubeconfig, result.stdout
-    assert re.search(r"^export TENANTRY_DATABASE_DSN='postgresql://", result.stdout, re.M)
+    assert re.search(r"^export TENANTRY_LEDGER_DSN='postgresql://", result.stdout, re.M)
     assert "control plane ready" in result.stderr
     assert "CRDs installed" in result.stderr
     assert "applied 1 sample object(s)" in result.stderr

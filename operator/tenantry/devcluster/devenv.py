@@ -227,7 +227,7 @@ def run_until_signalled(kubeconfig: Path | None, *, with_postgres: bool, samples
         print(f"export KUBECONFIG={env.kubeconfig}", flush=True)
         if env.postgres_dsn:
             # The DSN carries a password: shown to the user at their terminal, never logged.
-            print(f"export TENANTRY_DATABASE_DSN='{env.postgres_dsn}'", flush=True)
+            print(f"export TENANTRY_LEDGER_DSN='{env.postgres_dsn}'", flush=True)
         _say("ready. Try: kubectl get tenants; kubectl get tenantry -A; "
              "kubectl get networkpolicies -n acme-prod")
         if exit_when_ready:

@@ -3,7 +3,7 @@
 `register(subparsers)` adds the `ledger` command to the main `tenantry` parser; `main(argv)`
 runs it standalone (``python -m tenantry.ledger.cli``).
 
-The DSN comes from ``--dsn`` or the environment variable TENANTRY_DATABASE_DSN. It is never
+The DSN comes from ``--dsn`` or the environment variable TENANTRY_LEDGER_DSN. It is never
 printed with its password: messages show ``user:***@host``, and error texts are scrubbed of the
 password before they are printed. Secrets that are not DSNs (the app role's password, the
 signing key) are read from files or the environment, never from the command line, where any
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tenantry.ledger import checkpoints, export, hashing, migrations, verify
 
-ENV_DSN = "TENANTRY_DATABASE_DSN"
+ENV_DSN = "TENANTRY_LEDGER_DSN"  # the same variable the operator and webhook read
 ENV_APP_PASSWORD = "TENANTRY_LEDGER_APP_PASSWORD"  # noqa: S105 - a variable name, not a secret
 ENV_SIGNING_KEY = "TENANTRY_LEDGER_SIGNING_KEY_FILE"
 
