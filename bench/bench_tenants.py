@@ -27,7 +27,8 @@ from tenantry import kube
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import desired, rbac
 from tenantry.devcluster.cluster import LocalControlPlane
-from tenantry.devcluster.devenv import install_crds, start_operator
+from tenantry.devcluster.devenv import install_crds, prepare_ledger, start_operator
+from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.model.tenant import TenantSpec
 
 GROUP, VERSION = "tenantry.dev", "v1alpha1"
@@ -109,11 +110,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32,
                         help="tenants applied in parallel by the baseline client")
     args = parser.parse_args()
-    with LocalControlPlane() as plane:
+    with LocalControlPlane() as plane, LocalPostgres() as postgres:
         install_crds(plane.admin_kubeconfig)
         base_seconds, objects = asyncio.run(
             baseline(plane.admin_kubeconfig, args.tenants, args.concurrency))
-        operator = start_operator(plane.admin_kubeconfig, Path(tempfile.mkdtemp()))
+        # The operator as shipped: every change it makes goes to the audit ledger.
+        state = Path(tempfile.mkdtemp())
+        operator = start_operator(plane.admin_kubeconfig, state, prepare_ledger(postgres, state))
         try:
             op_seconds, latencies = operator_run(plane.admin_kubeconfig, args.tenants)
         finally:

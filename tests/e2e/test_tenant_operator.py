@@ -252,3 +252,24 @@ def test_deletion_follows_the_deletion_policy(admin_api: client.ApiClient,
 
     eventually(lambda: deleting(gone), timeout=15, what="the Delete-policy namespace to go")
     core.delete_namespace(kept)
+
+
+def test_a_namespace_an_admin_merely_labelled_is_never_pruned(
+        admin_api: client.ApiClient, tenants: TenantFactory) -> None:
+    name = unique("labelled")
+    tenants(name, [f"{name}-app"], [owner(f"{name}-alice")], deletionPolicy="Delete")
+    core = client.CoreV1Api(admin_api)
+    stray = f"{name}-stray"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
+        name=stray, labels={"tenantry.dev/tenant": name})))
+    try:
+        custom = client.CustomObjectsApi(admin_api)
+        custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", name, {
+            "spec": {"members": [owner(f"{name}-alice"), owner(f"{name}-bob")]}})
+        tenants.wait_for(name)  # type: ignore[attr-defined]
+        # A reconciliation that prunes has run; the operator did not make this one: it stays.
+        kept = core.read_namespace(stray)
+        assert kept.status.phase == "Active"
+        assert kept.metadata.labels["tenantry.dev/tenant"] == name
+    finally:
+        core.delete_namespace(stray)

@@ -18,7 +18,7 @@ from typing import Any
 from tenantry.controller import conditions
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.controller.tenant import desired, meta, namespaces
-from tenantry.model import common, tenant
+from tenantry.model import tenant
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,10 @@ class Outcome:
 
 
 def _selector(tenant_name: str) -> str:
-    return f"{common.TENANT_LABEL}={tenant_name}"
+    """What the operator applied for this tenant: both of its labels, never the tenant label
+    alone. A namespace (or object) an admin merely labelled for a tenant is never pruned, so
+    nothing the operator did not make is deleted or released behind someone's back."""
+    return ",".join(f"{key}={value}" for key, value in meta.tenant_labels(tenant_name).items())
 
 
 async def applied_children(api: KubeApi, tenant_name: str) -> list[meta.ObjectRef]:
