@@ -47,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from tenantry import generated
 from tenantry.admission import hardening, podspecs, psa, rules
 from tenantry.admission.violation import Level
 
@@ -636,29 +637,17 @@ BINDINGS_FILE = "hardening-bindings.yaml"
 def rendered_files() -> dict[str, str]:
     """File name -> content of everything `tenantry policies` writes (kustomization included)."""
     files = {POLICY_FILE: render([policy()]), BINDINGS_FILE: render(bindings())}
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": list(files),
-    }
-    files["kustomization.yaml"] = render([kustomization])
+    files["kustomization.yaml"] = render([generated.kustomization(files)])
     return files
 
 
 def write(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, content in rendered_files().items():
-        path = directory / name
-        path.write_text(content)
-        written.append(path)
-    return written
+    return generated.write(directory, rendered_files())
 
 
 def drift(directory: Path) -> list[str]:
     """Names of generated files in `directory` that differ from (or are missing against) here."""
-    return [name for name, content in rendered_files().items()
-            if not (directory / name).exists() or (directory / name).read_text() != content]
+    return generated.drift(directory, rendered_files())
 
 
 # -- the command ---------------------------------------------------------------------------------

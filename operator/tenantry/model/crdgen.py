@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from tenantry import generated
 from tenantry.model import common, credential, rotation, tenant
 
 _DROPPED_KEYS = {"title", "propertyNames", "discriminator", "examples", "$defs"}
@@ -232,30 +233,14 @@ def file_name(resource: ResourceDefinition) -> str:
 def rendered_files() -> dict[str, str]:
     """File name -> content of everything `tenantry crds` writes (kustomization included)."""
     files = {file_name(resource): render(crd(resource)) for resource in RESOURCES}
-    kustomization = {
-        "apiVersion": "kustomize.config.k8s.io/v1beta1",
-        "kind": "Kustomization",
-        "resources": list(files),
-    }
-    files["kustomization.yaml"] = render(kustomization)
+    files["kustomization.yaml"] = render(generated.kustomization(files))
     return files
 
 
 def write(directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, content in rendered_files().items():
-        path = directory / name
-        path.write_text(content)
-        written.append(path)
-    return written
+    return generated.write(directory, rendered_files())
 
 
 def drift(directory: Path) -> list[str]:
     """Names of files in `directory` that differ from (or are missing against) the models."""
-    stale = []
-    for name, content in rendered_files().items():
-        path = directory / name
-        if not path.exists() or path.read_text() != content:
-            stale.append(name)
-    return stale
+    return generated.drift(directory, rendered_files())
