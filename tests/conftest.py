@@ -17,6 +17,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -28,7 +29,7 @@ from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import free_port, wait_until
-from tenantry.ledger import migrations
+from tenantry.ledger import migrations, verify
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,6 +53,55 @@ class Ledger:
 
     admin_dsn: str
     app_dsn: str
+
+    def entries(self, chain: str, *, as_admin: bool = False) -> list[dict[str, Any]]:
+        """Every entry of one chain in order, `identity` and `changes` decoded (as the app
+        role, or as the superuser while the app role is locked out)."""
+        async def fetch() -> list[dict[str, Any]]:
+            conn = await asyncpg.connect(self.admin_dsn if as_admin else self.app_dsn)
+            try:
+                rows = await conn.fetch("SELECT * FROM ledger.audit_log WHERE chain = $1 "
+                                        "ORDER BY seq", chain)
+            finally:
+                await conn.close()
+            return [{**dict(row), "identity": json.loads(row["identity"]),
+                     "changes": json.loads(row["changes"])} for row in rows]
+
+        return asyncio.run(fetch())
+
+    def verify(self, chain: str) -> verify.VerifyResult:
+        async def run() -> verify.VerifyResult:
+            conn = await asyncpg.connect(self.app_dsn)
+            try:
+                return await verify.verify_chain(conn, chain)
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    def admin(self, *statements: str) -> None:
+        """Run SQL as the database superuser."""
+        async def run() -> None:
+            conn = await asyncpg.connect(self.admin_dsn)
+            try:
+                for statement in statements:
+                    await conn.execute(statement)
+            finally:
+                await conn.close()
+
+        asyncio.run(run())
+
+    @contextlib.contextmanager
+    def outage(self) -> Iterator[None]:
+        """The database refuses Tenantry: the app role cannot log in and its sessions are cut."""
+        role = migrations.DEFAULT_APP_ROLE
+        self.admin(f'ALTER ROLE "{role}" NOLOGIN',
+                   "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                   " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        try:
+            yield
+        finally:
+            self.admin(f'ALTER ROLE "{role}" LOGIN')
 
 
 LEDGER_DATABASE = "tenantry_ledger"

@@ -60,16 +60,11 @@ def _cmd_dev_build(args: argparse.Namespace) -> int:
 def _ledger_options(args: argparse.Namespace) -> Any:
     from tenantry.controller import audit
 
-    spool = Path(args.ledger_spool)
-    if args.no_ledger:
-        return audit.LedgerOptions(dsn=None, spool=spool, enabled=False)
-    dsn = (audit.read_dsn_file(Path(args.ledger_dsn_file)) if args.ledger_dsn_file
-           else os.environ.get("TENANTRY_LEDGER_DSN"))
-    if not dsn:
-        raise SystemExit("tenantry operator run: the audit ledger is required: give "
-                         "--ledger-dsn-file FILE or set TENANTRY_LEDGER_DSN (run `tenantry ledger "
-                         "migrate` first), or pass --no-ledger to run without an audit trail")
-    return audit.LedgerOptions(dsn=dsn, spool=spool)
+    try:
+        dsn = audit.ledger_dsn(args.ledger_dsn_file, disabled=args.no_ledger)
+    except ValueError as error:
+        raise SystemExit(f"tenantry operator run: {error}") from None
+    return audit.LedgerOptions(dsn=dsn, spool=Path(args.ledger_spool))
 
 
 def _cmd_operator_run(args: argparse.Namespace) -> int:

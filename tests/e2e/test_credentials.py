@@ -152,20 +152,6 @@ def _open(ring: keyring.Keyring, tenant_uid: str, namespace: str, name: str, fie
     return envelope.open_value(ring, context, base64.b64decode(stored))
 
 
-def _ledger_entries(ledger: Ledger, chain: str) -> list[dict[str, Any]]:
-    async def fetch() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(ledger.app_dsn)
-        try:
-            rows = await conn.fetch(
-                "SELECT action, resource_kind, resource_namespace, resource_name, changes "
-                "FROM ledger.audit_log WHERE chain = $1 ORDER BY seq", chain)
-        finally:
-            await conn.close()
-        return [{**dict(row), "changes": json.loads(row["changes"])} for row in rows]
-
-    return asyncio.run(fetch())
-
-
 def _tenant_uid(tenant: dict[str, Any]) -> str:
     return str(tenant["metadata"]["uid"])
 
@@ -237,7 +223,7 @@ def test_sealed_credential_is_stored_only_as_ciphertext_under_the_tenants_key(
         _open(ring, _tenant_uid(tenant), namespace, "payments-api", "token", 2,
               secret.data["token"])
 
-    actions = eventually(lambda: [e for e in _ledger_entries(ledger, name)
+    actions = eventually(lambda: [e for e in ledger.entries(name)
                                   if e["action"] == "credential.encrypt"] or None,
                          what="credential.encrypt in the audit ledger")
     assert actions[0]["changes"]["fields"] == ["token"]
@@ -324,7 +310,7 @@ def test_imported_secret_is_encrypted_then_deleted_or_emptied(
     entries = eventually(lambda: (lambda es: es if {"credential.source-secret-deleted",
                                                     "credential.source-secret-emptied"}
                                   <= {e["action"] for e in es} else None)(
-        _ledger_entries(ledger, name)), what="source removals in the audit ledger")
+        ledger.entries(name)), what="source removals in the audit ledger")
     deleted = next(e for e in entries if e["action"] == "credential.source-secret-deleted")
     assert deleted["changes"] == {"source": "secret/smtp-plain",
                                   "fields": ["password", "username"]}
@@ -483,7 +469,7 @@ def test_edited_or_deleted_ciphertext_is_detected_reported_and_restored(
     assert any("was deleted" in m for m in warnings)
     assert any("does not authenticate" in m and "last written by" in m for m in warnings)
     entries = eventually(lambda: (lambda es: es if len(es) >= 3 else None)(
-        [e for e in _ledger_entries(ledger, name)
+        [e for e in ledger.entries(name)
          if e["action"] == "credential.tamper-detected"]),
         what="the tampering in the audit ledger")
     assert {e["resource_name"] for e in entries} == {"sealed", "imported"}

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,7 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 IDLE_WAKE = 5.0
 # Connection and statement time limits, so a hung database never hangs the flusher.
 CONNECT_TIMEOUT = 10.0
-# What "the ledger is unavailable" looks like; anything else is a bug and should surface.
-UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-               migrations.MigrationError)
+UNAVAILABLE = append.UNAVAILABLE
 COMMAND_TIMEOUT = 30.0
 # How long a stopping operator tries to empty the spool before leaving it for the next start.
 SHUTDOWN_DRAIN = 10.0
@@ -48,8 +47,8 @@ class LedgerOptions:
     """How the operator reaches the ledger (from `tenantry operator run`)."""
 
     dsn: str | None
+    """None: --no-ledger, nothing is recorded."""
     spool: Path
-    enabled: bool = True
 
 
 class Recorder:
@@ -174,12 +173,22 @@ async def record(memo: kopf.Memo, *, tenant: str | None, action: str, kind: str,
                                          namespace=namespace, name=name, changes=changes))
 
 
-def read_dsn_file(path: Path) -> str:
-    try:
-        dsn = path.read_text().strip()
-    except OSError as error:
-        raise SystemExit(f"tenantry operator: --ledger-dsn-file {path}: "
-                         f"{error.strerror or error}") from error
+def ledger_dsn(dsn_file: str | None, *, disabled: bool) -> str | None:
+    """The ledger DSN a component runs with: from `--ledger-dsn-file`, else $TENANTRY_LEDGER_DSN;
+    None only when explicitly `disabled` (--no-ledger). ValueError says what is missing."""
+    if disabled:
+        return None
+    if dsn_file:
+        try:
+            dsn = Path(dsn_file).read_text().strip()
+        except OSError as error:
+            raise ValueError(f"--ledger-dsn-file {dsn_file}: {error.strerror or error}") from None
+        if not dsn:
+            raise ValueError(f"--ledger-dsn-file {dsn_file} is empty")
+        return dsn
+    dsn = os.environ.get("TENANTRY_LEDGER_DSN", "")
     if not dsn:
-        raise SystemExit(f"tenantry operator: --ledger-dsn-file {path} is empty")
+        raise ValueError("the audit ledger is required: give --ledger-dsn-file FILE or set "
+                         "TENANTRY_LEDGER_DSN (after `tenantry ledger migrate`), or pass "
+                         "--no-ledger to record nothing")
     return dsn

@@ -60,7 +60,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 def start_ledger(options: audit.LedgerOptions | None, identity: str) -> audit.Recorder | None:
     """The audit recorder, flushing in the background; None only with --no-ledger."""
-    if options is None or not options.enabled or options.dsn is None:
+    if options is None or options.dsn is None:
         logger.warning("audit ledger disabled (--no-ledger): the operator's changes are not "
                        "recorded")
         return None

@@ -92,7 +92,7 @@ async def _main(settings: kopf.OperatorSettings, liveness: str | None, memo: kop
 async def _deliver_leftover_events(options: LedgerOptions | None) -> None:
     """A replica restarted after a crash may hold spooled events; deliver them even while it
     stands by (the leader would otherwise be the only one to drain its own spool)."""
-    if options is None or not options.enabled or options.dsn is None:
+    if options is None or options.dsn is None:
         return
     recorder = audit.Recorder(Spool(options.spool), options.dsn, actor="standby")
     if recorder.spool.count():

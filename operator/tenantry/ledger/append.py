@@ -17,7 +17,13 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from tenantry.ledger import migrations
 from tenantry.ledger.events import AuditEvent
+
+# What "the ledger cannot be written right now" looks like to a writer (connection refused or
+# lost, timeout, server error, schema not migrated); anything else is a bug and should surface.
+UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+               migrations.MigrationError)
 
 _APPEND_SQL = "SELECT ord, chain, seq, event_time, hash FROM ledger.append_batch($1::jsonb)"
 

@@ -36,6 +36,13 @@ class ActorKind(enum.StrEnum):
     SYSTEM = "system"
 
 
+def actor_kind_of(username: str) -> ActorKind:
+    """The kind of a Kubernetes user name: a ServiceAccount, another `system:` user, or a user."""
+    if username.startswith("system:serviceaccount:"):
+        return ActorKind.SERVICEACCOUNT
+    return ActorKind.SYSTEM if username.startswith("system:") else ActorKind.USER
+
+
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain NUL characters")

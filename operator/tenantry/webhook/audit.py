@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from tenantry.ledger import append as append_module
-from tenantry.ledger import events, migrations
+from tenantry.ledger import events
 from tenantry.webhook.directory import TenantDirectory
 from tenantry.webhook.review import AdmissionRequest, Handler, Verdict
 
@@ -31,11 +31,9 @@ COMPONENT = "admission"
 OPERATIONS = ("CREATE", "UPDATE", "DELETE")
 # Enough to see what an edit touched without turning one entry into a copy of the object.
 MAX_PATHS = 50
-_SA_PREFIX = "system:serviceaccount:"
 # The apiserver gives the whole webhook 5 s at most; leave room for the rest of the request.
 RECORD_TIMEOUT = 3.0
-UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-               migrations.MigrationError)
+UNAVAILABLE = append_module.UNAVAILABLE
 
 
 def changed_paths(old: Any, new: Any, path: str = "") -> list[str]:
@@ -98,9 +96,7 @@ def event_for(request: AdmissionRequest, *, tenant: str | None) -> events.AuditE
     return events.AuditEvent(
         tenant=tenant,
         actor=username,
-        actor_kind=(events.ActorKind.SERVICEACCOUNT if username.startswith(_SA_PREFIX)
-                    else events.ActorKind.SYSTEM if username.startswith("system:")
-                    else events.ActorKind.USER),
+        actor_kind=events.actor_kind_of(username),
         identity=events.kubernetes_identity(username, request.user.groups,
                                             uid=request.user.uid or None),
         action=f"{request.kind.kind.lower()}.{request.operation.lower()}",

@@ -189,20 +189,9 @@ def settings_from(args: argparse.Namespace) -> Any:
 
 
 def _ledger_dsn(args: argparse.Namespace) -> str | None:
-    if args.no_ledger:
-        return None
-    if args.ledger_dsn_file:
-        try:
-            dsn = Path(args.ledger_dsn_file).read_text().strip()
-        except OSError as error:
-            raise ValueError(f"--ledger-dsn-file {args.ledger_dsn_file}: "
-                             f"{error.strerror or error}") from None
-    else:
-        dsn = os.environ.get("TENANTRY_LEDGER_DSN", "")
-    if not dsn:
-        raise ValueError("the audit ledger is required: give --ledger-dsn-file FILE or set "
-                         "TENANTRY_LEDGER_DSN, or pass --no-ledger to record nothing")
-    return dsn
+    from tenantry.controller import audit
+
+    return audit.ledger_dsn(args.ledger_dsn_file, disabled=args.no_ledger)
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -169,10 +169,7 @@ def ledger_event(record: AdmissionRecord) -> events.AuditEvent | None:
     username = record.username or "system:anonymous"
     return events.AuditEvent(
         tenant=record.tenant, actor=username,
-        actor_kind=(events.ActorKind.SERVICEACCOUNT
-                    if username.startswith("system:serviceaccount:")
-                    else events.ActorKind.SYSTEM if username.startswith("system:")
-                    else events.ActorKind.USER),
+        actor_kind=events.actor_kind_of(username),
         identity=events.kubernetes_identity(username, record.groups),
         action=f"admission.{outcome}",
         resource_kind=record.kind, resource_namespace=record.namespace or None,

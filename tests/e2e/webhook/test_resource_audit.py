@@ -3,50 +3,18 @@ happens; with the ledger down, the change is refused (fail closed)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 from kubernetes import client
 
-from tenantry.ledger import migrations, verify
 from tests.conftest import OPERATOR_USER, Ledger, OperatorProcess, UserApi, api_message
 from tests.e2e.webhook.webhook_helpers import WebhookProcess
 from tests.helpers import GROUP, VERSION, eventually, unique
 
 GROUPS = ["platform-team", "system:authenticated"]
-
-
-def _rows(ledger: Ledger, chain: str) -> list[dict[str, Any]]:
-    async def fetch() -> list[dict[str, Any]]:
-        conn = await asyncpg.connect(ledger.app_dsn)
-        try:
-            rows = await conn.fetch(
-                "SELECT seq, actor, actor_kind, identity, action, resource_name, changes,"
-                " request_id, component FROM ledger.audit_log WHERE chain = $1 ORDER BY seq",
-                chain)
-        finally:
-            await conn.close()
-        return [{**dict(r), "identity": json.loads(r["identity"]),
-                 "changes": json.loads(r["changes"])} for r in rows]
-
-    return asyncio.run(fetch())
-
-
-def _admin_sql(ledger: Ledger, *statements: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(ledger.admin_dsn)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
 
 
 @pytest.fixture
@@ -87,9 +55,9 @@ def test_alices_apply_is_recorded_with_her_identity_and_the_operators_writes_are
             {"kind": "User", "name": "bob", "role": "owner"},
             {"kind": "User", "name": "carol", "role": "viewer"}]}})
         # The operator has meanwhile written finalizers and annotations to the Tenant.
-        eventually(lambda: any(e["action"] == "tenant.reconcile" for e in _rows(ledger, name)),
+        eventually(lambda: any(e["action"] == "tenant.reconcile" for e in ledger.entries(name)),
                    what="the operator's own entry")
-        admitted = [e for e in _rows(ledger, name) if e["component"] == "admission"]
+        admitted = [e for e in ledger.entries(name) if e["component"] == "admission"]
         # The apiserver re-runs admission (under a fresh review uid) when its update loop
         # retries after a conflict, as when the operator writes the same Tenant meanwhile: one
         # change may be recorded twice in a row, identically. Never as a different change.
@@ -108,30 +76,18 @@ def test_alices_apply_is_recorded_with_her_identity_and_the_operators_writes_are
         assert all(e["actor"] != OPERATOR_USER for e in admitted)
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
-    deleted = eventually(lambda: [e for e in _rows(ledger, name)
+    deleted = eventually(lambda: [e for e in ledger.entries(name)
                                   if e["action"] == "tenant.delete"], what="the delete entry")
     assert deleted[0]["actor"] != username  # the admin deleted it
-    result = asyncio.run(_verify(ledger, name))
+    result = ledger.verify(name)
     assert result.ok, result.describe()
-
-
-async def _verify(ledger: Ledger, chain: str) -> verify.VerifyResult:
-    conn = await asyncpg.connect(ledger.app_dsn)
-    try:
-        return await verify.verify_chain(conn, chain)
-    finally:
-        await conn.close()
 
 
 def test_with_the_ledger_down_changes_to_tenants_are_refused(
         alice: client.CustomObjectsApi, admin_api: client.ApiClient, ledger: Ledger,
         webhook: WebhookProcess) -> None:
-    role = migrations.DEFAULT_APP_ROLE
     name = unique("unrecorded")
-    _admin_sql(ledger, f'ALTER ROLE "{role}" NOLOGIN',
-               "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-               " WHERE datname = current_database() AND pid <> pg_backend_pid()")
-    try:
+    with ledger.outage():
         with pytest.raises(client.ApiException) as refused:
             alice.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "bob"))
         assert refused.value.status == 503
@@ -142,15 +98,13 @@ def test_with_the_ledger_down_changes_to_tenants_are_refused(
         # A dry run records nothing, so it needs no ledger.
         alice.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "bob"),
                                            dry_run="All")
-    finally:
-        _admin_sql(ledger, f'ALTER ROLE "{role}" LOGIN')
     created = eventually(lambda: _create(alice, name), timeout=30,
                          what="the create to be admitted once the ledger is back")
     with contextlib.suppress(client.ApiException):
         client.CustomObjectsApi(admin_api).delete_cluster_custom_object(
             GROUP, VERSION, "tenants", name)
     assert created
-    assert next(e["action"] for e in _rows(ledger, name) if e["component"] == "admission") == \
+    assert next(e["action"] for e in ledger.entries(name) if e["component"] == "admission") == \
         "tenant.create"
 
 
