@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from tenantry.ledger import append, cli
-from tests.ledger.ledger_helpers import Database, make_event, tamper
+from tests.ledger.ledger_helpers import Database, forge_chain, make_event, read_chain, tamper
 
 pytestmark = pytest.mark.postgres
 
@@ -155,3 +156,79 @@ def test_safe_dsn_masks_the_password(dsn: str, shown: str) -> None:
 def test_scrub_removes_raw_and_encoded_passwords() -> None:
     dsn = "postgresql://app:s%2Fecret@db/tenantry"
     assert cli.scrub("failed for s/ecret and s%2Fecret", dsn) == "failed for *** and ***"
+
+
+async def _count_checkpoints(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        count: int = await conn.fetchval("SELECT count(*) FROM ledger.checkpoints")
+    finally:
+        await conn.close()
+    return count
+
+
+async def _forge(dsn: str, chain: str) -> None:
+    """A superuser's consistent rewrite of a chain (entry 2's actor), head moved to match."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await read_chain(conn, chain)
+        await forge_chain(conn, chain, [dataclasses.replace(r, actor="mallory")
+                                        if r.seq == 2 else r for r in rows])
+    finally:
+        await conn.close()
+
+
+def test_checkpoint_refuses_to_sign_a_broken_chain(
+        ledger_db: Database, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cli.ENV_DSN, ledger_db.app_dsn)
+    asyncio.run(_append(ledger_db.app_dsn, 4))
+    private, public = tmp_path / "k", tmp_path / "k.pub"
+    run(capsys, "ledger", "keygen", "--private-key", str(private), "--public-key", str(public))
+    asyncio.run(_tamper(ledger_db.admin_dsn, "UPDATE ledger.audit_log SET actor = 'mallory' "
+                                              "WHERE chain = 'acme' AND seq = 3"))
+    out_file = tmp_path / "checkpoints.jsonl"
+    code, out, err = run(capsys, "ledger", "checkpoint", "--signing-key", str(private),
+                         "--output", str(out_file))
+    assert code == 1
+    assert "chain acme: BROKEN at seq 3 (changed)" in err
+    assert "refusing to sign" in err
+    # Nothing signed, nothing stored, nothing appended to the trail.
+    assert out == "" and not out_file.exists()
+    assert asyncio.run(_count_checkpoints(ledger_db.admin_dsn)) == 0
+
+
+def test_checkpoint_refuses_a_rewrite_that_only_a_previous_checkpoint_reveals(
+        ledger_db: Database, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cli.ENV_DSN, ledger_db.app_dsn)
+    asyncio.run(_append(ledger_db.app_dsn, 4))
+    private, public = tmp_path / "k", tmp_path / "k.pub"
+    run(capsys, "ledger", "keygen", "--private-key", str(private), "--public-key", str(public))
+    trail = tmp_path / "trail.jsonl"
+    code, _, err = run(capsys, "ledger", "checkpoint", "--signing-key", str(private),
+                       "--output", str(trail))
+    assert code == 0, err
+    assert "after verifying every chain and 0 earlier checkpoint(s)" in err
+
+    # The superuser rewrites chain acme consistently: the chain walk alone is fooled ...
+    asyncio.run(_forge(ledger_db.admin_dsn, "acme"))
+    assert run(capsys, "ledger", "verify", "--tenant", "acme")[0] == 0
+    # ... the stored checkpoint is not: no new checkpoint would launder the rewrite.
+    code, out, err = run(capsys, "ledger", "checkpoint", "--signing-key", str(private))
+    assert code == 1, err
+    assert "checkpoints: FAILED: chain acme seq 4" in err and "rewritten" in err
+    assert out == ""
+    assert asyncio.run(_count_checkpoints(ledger_db.admin_dsn)) == 1
+
+    # The superuser also removes the stored checkpoint: the exported trail still catches it.
+    asyncio.run(_tamper(ledger_db.admin_dsn, "DELETE FROM ledger.checkpoints"))
+    code, _, err = run(capsys, "ledger", "checkpoint", "--signing-key", str(private),
+                       "--output", str(trail))
+    assert code == 1, err
+    assert "chain acme seq 4" in err
+    assert len(trail.read_text().splitlines()) == 1
+    code, _, err = run(capsys, "ledger", "checkpoint", "--signing-key", str(private),
+                       "--checkpoints", str(trail))
+    assert code == 1 and "chain acme seq 4" in err
+    assert asyncio.run(_count_checkpoints(ledger_db.admin_dsn)) == 0

@@ -35,11 +35,21 @@ def test_a_create_by_a_user_names_her_her_groups_and_the_request() -> None:
     assert event.identity == {"kind": "kubernetes", "username": "alice",
                               "groups": ["devs", "system:authenticated"], "uid": "u-1"}
     assert (event.action, event.resource_kind, event.resource_name) == (
-        "tenant.create", "Tenant", "acme")
+        "tenant.create.requested", "Tenant", "acme")
     assert event.request_id == "0d6c-req"
     assert event.chain == "acme"
     assert event.changes == {"operation": "CREATE", "generation": 1,
-                             "fields": ["spec.members"]}
+                             "fields": ["spec.members"], "decision": "admitted-by-tenantry"}
+
+
+def test_an_entry_never_claims_the_cluster_admitted_the_change() -> None:
+    # Written before later admission steps and storage decide: a request Tenantry let through.
+    for operation in ("CREATE", "UPDATE", "DELETE"):
+        event = audit.event_for(_request(operation, obj={}, old={}), tenant="acme")
+        assert event is not None
+        assert event.action == f"tenant.{operation.lower()}.requested"
+        assert event.changes["decision"] == "admitted-by-tenantry"
+        assert "admitted" not in event.action
 
 
 def test_an_update_lists_changed_paths_not_values() -> None:
@@ -62,7 +72,7 @@ def test_an_update_lists_changed_paths_not_values() -> None:
 def test_deletes_are_recorded_and_dry_runs_are_not() -> None:
     deleted = audit.event_for(_request("DELETE", old={"metadata": {"name": "acme"}}),
                               tenant="acme")
-    assert deleted is not None and deleted.action == "tenant.delete"
+    assert deleted is not None and deleted.action == "tenant.delete.requested"
     assert audit.event_for(_request("CREATE", obj={}, dryRun=True), tenant="acme") is None
     assert audit.event_for(_request("CONNECT", obj={}), tenant="acme") is None
 
@@ -117,8 +127,12 @@ def test_audited_refused_and_exempted_decisions_become_ledger_entries() -> None:
         {"rule": "readOnlyRootFilesystem",
          "fieldPath": "spec.containers[0].securityContext.readOnlyRootFilesystem"}]
     assert audited.request_id == "r-1"
+    assert audited.changes["decision"] == "admitted-by-tenantry"
     denied = ledger_event(_decision(mode="Deny", allowed=False))
     assert denied is not None and denied.action == "admission.deny"
+    assert denied.changes["decision"] == "refused-by-tenantry"
+    unmoded = ledger_event(_decision(mode=""))
+    assert unmoded is not None and unmoded.action == "admission.admitted-by-tenantry"
     # Clean admissions and dry runs are not kept.
     assert ledger_event(_decision(violations=())) is None
     assert ledger_event(_decision(dry_run=True)) is None

@@ -6,6 +6,13 @@ spooled events to the ledger in order, in batches, and retries with backoff whil
 unreachable. `record` therefore never fails because of the database; it fails only if the spool
 itself cannot be written, which is loud (the handler errors and kopf retries it).
 
+One event PostgreSQL refuses (a data or integrity error, `REJECTED`: not an outage) must not
+hold back every event behind it: the batch is retried one event at a time, the refused one is
+moved to the spool's dead-letter directory with an ERROR log (its action, resource and SQLSTATE;
+no values) and counted in `Recorder.dead_lettered`, and the rest are delivered in order. Nothing
+stops the flusher: an unexpected exception is logged with its traceback and retried with the
+same backoff as an outage.
+
 The ledger is on by default: `tenantry operator run` refuses to start without a ledger DSN
 unless `--no-ledger` says, explicitly, to run without an audit trail.
 """
@@ -37,6 +44,9 @@ IDLE_WAKE = 5.0
 # Connection and statement time limits, so a hung database never hangs the flusher.
 CONNECT_TIMEOUT = 10.0
 UNAVAILABLE = append.UNAVAILABLE
+# What "PostgreSQL refuses this event" looks like: SQLSTATE classes 22 (data exception) and 23
+# (integrity constraint violation). Retrying such an event can never succeed.
+REJECTED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 COMMAND_TIMEOUT = 30.0
 # How long a stopping operator tries to empty the spool before leaving it for the next start.
 SHUTDOWN_DRAIN = 10.0
@@ -62,6 +72,10 @@ class Recorder:
         self._pool: asyncpg.Pool | None = None
         self._task: asyncio.Task[None] | None = None
         self.flushed = 0
+        self.dead_lettered = 0
+        """Events PostgreSQL refused and that were set aside in the spool's dead-letter dir."""
+        self.flush_errors = 0
+        """Unexpected exceptions the flusher survived (each logged with its traceback)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever(), name="ledger-flusher")
@@ -92,11 +106,45 @@ class Recorder:
         total = 0
         while batch := await asyncio.to_thread(self.spool.pending, BATCH):
             pool = await self._connect()
-            await append.append_batch(pool, [event for _, event in batch])
+            try:
+                await append.append_batch(pool, [event for _, event in batch])
+            except REJECTED:
+                # The batch is one statement: find the refused event(s) one at a time.
+                total += await self._deliver_singly(pool, batch)
+                continue
             await asyncio.to_thread(self.spool.done, [path for path, _ in batch])
             total += len(batch)
             self.flushed += len(batch)
         return total
+
+    async def _deliver_singly(self, pool: asyncpg.Pool,
+                              batch: list[tuple[Path, events.AuditEvent]]) -> int:
+        delivered = 0
+        for path, event in batch:
+            try:
+                await append.append(pool, event)
+            except REJECTED as error:
+                await asyncio.to_thread(self._dead_letter, path, event, error)
+                continue
+            await asyncio.to_thread(self.spool.done, [path])
+            delivered += 1
+            self.flushed += 1
+        return delivered
+
+    def _dead_letter(self, path: Path, event: events.AuditEvent, error: Exception) -> None:
+        reason = {"error": type(error).__name__, "sqlstate": str(getattr(error, "sqlstate", "")),
+                  "constraint": str(getattr(error, "constraint_name", None) or ""),
+                  "action": event.action, "chain": event.chain}
+        target = self.spool.dead_letter(path, reason)
+        self.dead_lettered += 1
+        where = "/".join(part for part in (event.resource_namespace, event.resource_name) if part)
+        logger.error("AUDIT EVENT REFUSED BY THE LEDGER (%s%s): %s of %s %s on chain %s was "
+                     "moved to %s and is NOT in the ledger; %d dead-lettered so far. Fix the "
+                     "cause, then move the file back into %s to deliver it",
+                     _describe(error),
+                     f", constraint {reason['constraint']}" if reason["constraint"] else "",
+                     event.action, event.resource_kind, where or "-", event.chain, target,
+                     self.dead_lettered, self.spool.directory)
 
     async def _connect(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -131,6 +179,23 @@ class Recorder:
                                "retrying in %.0fs", _describe(error), self.spool.count(), delay)
                 await asyncio.sleep(delay)
                 self._wake.set()
+            except Exception:
+                # A bug, not an outage; still never a reason to stop recording. The events stay
+                # in the spool (delivered at least once), and the traceback says what broke.
+                await self._drop_pool()
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                self.flush_errors += 1
+                logger.exception("audit ledger flusher: unexpected error; %d event(s) kept in "
+                                 "the spool, retrying in %.0fs", self._pending(), delay)
+                await asyncio.sleep(delay)
+                self._wake.set()
+
+    def _pending(self) -> int:
+        try:
+            return self.spool.count()
+        except OSError:
+            return -1
 
     async def _drop_pool(self) -> None:
         if self._pool is not None:
@@ -148,6 +213,9 @@ class Recorder:
         except UNAVAILABLE:
             logger.warning("audit ledger unavailable at shutdown; %d event(s) stay in the spool "
                            "for the next start", self.spool.count())
+        except Exception:
+            logger.exception("audit ledger flusher: unexpected error at shutdown; %d event(s) "
+                             "stay in the spool for the next start", self._pending())
         if self._pool is not None:
             await self._pool.close()
 

@@ -17,6 +17,11 @@ with heads sorted by chain name. `key_id` is the first 16 hex digits of SHA-256 
 
 Checkpoints are also stored in `ledger.checkpoints` (append-only, like the log), which is
 convenient but not sufficient: the copies that count are the ones exported elsewhere.
+
+A checkpoint vouches for what it signs, so `create_checkpoint` first verifies every chain, and
+every earlier checkpoint it is given or finds stored under the same key, in the snapshot it then
+signs from: a broken or rewritten chain is refused (`UnverifiedLedgerError`), never signed into
+a fresh, valid-looking checkpoint that would launder the damage.
 """
 
 from __future__ import annotations
@@ -127,12 +132,36 @@ def sign(heads: Iterable[verify.ChainHead], created_at: str,
     return dataclasses.replace(unsigned, signature=signature)
 
 
+class UnverifiedLedgerError(Exception):
+    """The ledger did not verify, so no checkpoint was signed; `report` says where it broke."""
+
+    def __init__(self, report: CheckpointReport) -> None:
+        self.report = report
+        super().__init__("; ".join(report.describe()))
+
+
 async def create_checkpoint(conn_or_pool: asyncpg.Connection | asyncpg.Pool,
-                            private_key: ed25519.Ed25519PrivateKey) -> Checkpoint:
-    """Sign every chain head as of now, store the checkpoint, and return it (with its id)."""
+                            private_key: ed25519.Ed25519PrivateKey, *,
+                            previous: Sequence[Checkpoint] | None = None,
+                            public_keys: Sequence[ed25519.Ed25519PublicKey] = (),
+                            ) -> Checkpoint:
+    """Verify, then sign every chain head as of now, store the checkpoint and return it.
+
+    Before signing, every chain is walked and checked against `previous` checkpoints (default:
+    those stored in the database under this signing key; checkpoints of other keys need their
+    key in `public_keys`), in the same snapshot the heads are read from, so nothing unverified
+    is signed. `UnverifiedLedgerError` (nothing stored) when any of it fails.
+    """
+    keys = [private_key.public_key(), *public_keys]
     async with export.connection(conn_or_pool) as conn:
         async with export.snapshot(conn):
             created = await conn.fetchval("SELECT now()")
+            if previous is None:
+                own = public_key_id(private_key.public_key())
+                previous = [c for c in await load_checkpoints(conn) if c.key_id == own]
+            report = await _verify_in_snapshot(conn, CheckpointVerifier(previous, keys), None)
+            if not report.ok:
+                raise UnverifiedLedgerError(report)
             rows = await conn.fetch(
                 "SELECT chain, seq, hash FROM ledger.chain_heads WHERE seq > 0")
         checkpoint = sign(
@@ -323,10 +352,15 @@ async def verify_db_against_checkpoints(
     """`verify_against_checkpoints` over the database, streaming, plus each chain's head row."""
     wanted = None if chains is None else list(chains)
     verifier = CheckpointVerifier(checkpoints, public_key, wanted)
-    heads: dict[str, verify.ChainHead | None] = {}
     async with export.connection(conn_or_pool) as conn, export.snapshot(conn):
-        for chain in wanted if wanted is not None else await export.list_chains(conn):
-            heads[chain] = await verify.read_head(conn, chain)
-            async for row in export.iter_rows(conn, chain):
-                verifier.feed(row)
+        return await _verify_in_snapshot(conn, verifier, wanted)
+
+
+async def _verify_in_snapshot(conn: asyncpg.Connection, verifier: CheckpointVerifier,
+                              wanted: Sequence[str] | None) -> CheckpointReport:
+    heads: dict[str, verify.ChainHead | None] = {}
+    for chain in wanted if wanted is not None else await export.list_chains(conn):
+        heads[chain] = await verify.read_head(conn, chain)
+        async for row in export.iter_rows(conn, chain):
+            verifier.feed(row)
     return verifier.report(heads)

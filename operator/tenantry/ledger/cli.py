@@ -197,14 +197,43 @@ def _output(path: str | None, *, append: bool = False) -> TextIO:
     return Path(path).open("a" if append else "w", encoding="utf-8")
 
 
+def _previous_checkpoints(args: argparse.Namespace) -> list[checkpoints.Checkpoint]:
+    """The exported checkpoints to check before signing: --checkpoints, and the --output file
+    the new one is appended to (the CronJob's and an operator's usual trail), when it exists."""
+    found: list[checkpoints.Checkpoint] = []
+    for path in (args.checkpoints, args.output):
+        if path and path != "-" and (path == args.checkpoints or Path(path).exists()):
+            found += checkpoints.read_checkpoints(_open_lines(path))
+    return found
+
+
 async def _checkpoint(args: argparse.Namespace) -> int:
     key_path = args.signing_key or os.environ.get(ENV_SIGNING_KEY)
     if not key_path:
         raise UsageError(f"no signing key: pass --signing-key or set {ENV_SIGNING_KEY}")
     key = checkpoints.load_private_key(Path(key_path))
+    extra_keys = [checkpoints.load_public_key(Path(p)) for p in args.public_key or ()]
+    exported = _previous_checkpoints(args)
     conn = await _connect(args)
     try:
-        checkpoint = await checkpoints.create_checkpoint(conn, key)
+        # Stored copies count too, but only those under a key we can check: a checkpoint of a
+        # retired key is verified from an exported file with its --public-key.
+        known = {checkpoints.public_key_id(k) for k in (key.public_key(), *extra_keys)}
+        seen = {c.signature for c in exported}
+        previous = exported + [c for c in await checkpoints.load_checkpoints(conn)
+                               if c.key_id in known and c.signature not in seen]
+        try:
+            checkpoint = await checkpoints.create_checkpoint(conn, key, previous=previous,
+                                                             public_keys=extra_keys)
+        except checkpoints.UnverifiedLedgerError as error:
+            for result in error.report.chains:
+                if not result.ok:
+                    print(result.describe(), file=sys.stderr)
+            for line in error.report.describe():
+                print(line, file=sys.stderr)
+            print("error: the ledger does not verify; refusing to sign a checkpoint over it "
+                  "(nothing was stored)", file=sys.stderr)
+            return EXIT_BROKEN
     finally:
         await conn.close()
     out = _output(args.output, append=True)
@@ -214,7 +243,8 @@ async def _checkpoint(args: argparse.Namespace) -> int:
         if out is not sys.stdout:
             out.close()
     print(f"checkpoint {checkpoint.id} at {checkpoint.created_at}: {len(checkpoint.heads)} chain "
-          f"heads signed with key {checkpoint.key_id}", file=sys.stderr)
+          f"heads signed with key {checkpoint.key_id}, after verifying every chain and "
+          f"{len(previous)} earlier checkpoint(s)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -297,14 +327,22 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     check.set_defaults(func=lambda args: _run(args, _verify))
 
     checkpoint = commands.add_parser(
-        "checkpoint", help="sign every chain head and store the checkpoint",
-        description="Sign each chain's head (seq, hash) with Ed25519, store the checkpoint in "
-                    "the database and append it as a JSON line to --output (default stdout). "
-                    "Keep that output outside the database.")
+        "checkpoint", help="verify, then sign every chain head and store the checkpoint",
+        description="Verify every chain and every earlier checkpoint (from --checkpoints, the "
+                    "--output file if it exists, and those stored under this key), then sign "
+                    "each chain's head (seq, hash) with Ed25519, store the checkpoint in the "
+                    "database and append it as a JSON line to --output (default stdout). Keep "
+                    "that output outside the database. Exit 1, signing nothing, if anything "
+                    "fails to verify.")
     _add_dsn(checkpoint)
     checkpoint.add_argument("--signing-key",
                             help=f"PEM Ed25519 private key (default: ${ENV_SIGNING_KEY})")
     checkpoint.add_argument("--output", help="append the checkpoint line to this file")
+    checkpoint.add_argument("--checkpoints",
+                            help="JSON-lines file of earlier exported checkpoints to check first")
+    checkpoint.add_argument("--public-key", action="append",
+                            help="PEM public key of earlier checkpoints signed with another "
+                                 "(retired) key; repeatable")
     checkpoint.set_defaults(func=lambda args: _run(args, _checkpoint))
 
     dump = commands.add_parser(

@@ -28,6 +28,14 @@ MAX_JSON_BYTES = 64 * 1024
 _TENANT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
 
+# Admission entries are written while the apiserver is still deciding: later admission steps
+# (other webhooks, ResourceQuota, storage) may refuse what Tenantry let through. They record a
+# request and Tenantry's own verdict, in these words, never "admitted" by the cluster.
+REQUESTED = "requested"
+ADMITTED_BY_TENANTRY = "admitted-by-tenantry"
+REFUSED_BY_TENANTRY = "refused-by-tenantry"
+
+
 class ActorKind(enum.StrEnum):
     """What kind of principal acted."""
 
@@ -97,7 +105,7 @@ class AuditEvent(BaseModel):
     identity: HashableObject = Field(default_factory=dict)
     """The credential the actor used; build it with the `*_identity` helpers below."""
     action: Text
-    """What was done, e.g. `tenant.create`, `credential.encrypt`, `networkpolicy.restore`."""
+    """What was done, e.g. `tenant.create.requested` (admission), `credential.encrypt`."""
     resource_kind: Text
     resource_namespace: OptionalText = None
     resource_name: OptionalText = None

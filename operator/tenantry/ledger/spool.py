@@ -10,6 +10,12 @@ appends those events again on restart. Each event carries its spool id as `reque
 (``spool:<id>``), so such a repeat is recognisable in the ledger; nothing is ever lost or
 silently dropped. A file that cannot be parsed is moved aside to ``rejected/`` with a log line,
 never deleted.
+
+An event PostgreSQL itself refuses (a data or integrity error: an invalid value, a constraint
+violation; not an outage) would block everything behind it forever if it stayed at the head of
+the queue. The flusher moves it to ``dead-letter/`` instead (`dead_letter`), with a small
+``.reason`` file beside it naming the error class, SQLSTATE and constraint (never a value), so
+an operator can inspect it, fix the cause and move it back into the spool to deliver it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pydantic
@@ -41,8 +47,10 @@ class Spool:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.rejected = directory / "rejected"
+        self.dead_letters = directory / "dead-letter"
         try:
             self.rejected.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.dead_letters.mkdir(mode=0o700, exist_ok=True)
         except OSError as error:
             raise SpoolError(f"ledger spool {directory}: {error.strerror or error}") from error
 
@@ -90,8 +98,21 @@ class Spool:
             path.unlink(missing_ok=True)
         self._sync_directory()
 
-    def _sync_directory(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
+    def dead_letter(self, path: Path, reason: Mapping[str, str]) -> Path:
+        """Set aside an event the ledger refuses, with why (public facts only); returns where."""
+        target = self.dead_letters / path.name
+        note = self.dead_letters / f"{path.name.removesuffix(_SUFFIX)}.reason.json"
+        note.write_text(json.dumps(dict(reason), sort_keys=True) + "\n")
+        os.replace(path, target)
+        self._sync_directory(self.dead_letters)
+        self._sync_directory()
+        return target
+
+    def dead_letter_count(self) -> int:
+        return sum(1 for _ in self.dead_letters.glob(f"*{_SUFFIX}"))
+
+    def _sync_directory(self, directory: Path | None = None) -> None:
+        fd = os.open(directory or self.directory, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:

@@ -1,9 +1,18 @@
-"""Every admitted change to Tenantry's own resources goes to the audit ledger, before it happens.
+"""Every change to Tenantry's own resources that Tenantry admits goes to the audit ledger, first.
 
 The apiserver sends CREATE, UPDATE and DELETE of Tenants, Credentials and RotationPolicies here
 (except the operator's own writes, which the operator records itself). The change is allowed only
 once its ledger entry is committed: if the ledger cannot be written, the change is refused (fail
 closed), unless the webhook runs with `--ledger-failure allow`, which admits it and logs loudly.
+
+The entry is written before the apiserver has decided: after this webhook, other webhooks, the
+ResourceQuota plugin and storage itself (an existing name, a conflict) may still refuse the
+change. So the entry says what is known at that moment and no more: action
+`<kind>.<operation>.requested` (e.g. `tenant.create.requested`) with `changes.decision`
+`admitted-by-tenantry`. It proves who asked for what and that Tenantry let it through, never
+that the change happened; the object itself and the operator's entries (`tenant.reconcile`,
+`credential.encrypt`, ...) show what did. (A ValidatingAdmissionPolicy runs before validating
+webhooks: a change it refuses never gets here and leaves no entry.)
 
 `event_for` is the pure part: AdmissionReview request -> AuditEvent. It records who (the request's
 `userInfo`: user name, groups, uid), what (operation on kind/namespace/name) and which fields
@@ -99,11 +108,12 @@ def event_for(request: AdmissionRequest, *, tenant: str | None) -> events.AuditE
         actor_kind=events.actor_kind_of(username),
         identity=events.kubernetes_identity(username, request.user.groups,
                                             uid=request.user.uid or None),
-        action=f"{request.kind.kind.lower()}.{request.operation.lower()}",
+        action=f"{request.kind.kind.lower()}.{request.operation.lower()}.{events.REQUESTED}",
         resource_kind=request.kind.kind,
         resource_namespace=request.namespace or None,
         resource_name=request.display_name,
-        changes=summary(request.operation, request.old_object, request.object),
+        changes={**summary(request.operation, request.old_object, request.object),
+                 "decision": events.ADMITTED_BY_TENANTRY},
         request_id=request.uid or None,
         component=COMPONENT,
     )

@@ -157,13 +157,18 @@ def ledger_event(record: AdmissionRecord) -> events.AuditEvent | None:
     Kept: every refusal, every admission with violations (Warn and Audit mode let them through,
     so the ledger is their trace) and every exemption used. Clean admissions (the bulk of the
     traffic) and dry runs are not recorded.
+
+    The action names Tenantry's verdict (`admission.deny`, `.warn`, `.audit`, `.exempt`) and
+    `changes.decision` says whose it is: `admitted-by-tenantry` or `refused-by-tenantry`. Other
+    admission steps run after this webhook and may still refuse what it let through, so an entry
+    never claims the cluster admitted anything.
     """
     if record.dry_run or (record.allowed and not record.violations and not record.exempted):
         return None
     if not record.allowed:
         outcome = "deny"
     elif record.violations:
-        outcome = (record.mode or "admit").lower()
+        outcome = (record.mode or events.ADMITTED_BY_TENANTRY).lower()
     else:
         outcome = "exempt"
     username = record.username or "system:anonymous"
@@ -176,6 +181,8 @@ def ledger_event(record: AdmissionRecord) -> events.AuditEvent | None:
         resource_name=record.name,
         changes={"webhook": record.webhook, "operation": record.operation, "mode": record.mode,
                  "allowed": record.allowed,
+                 "decision": (events.ADMITTED_BY_TENANTRY if record.allowed
+                              else events.REFUSED_BY_TENANTRY),
                  "violations": [{"rule": v.rule_id, "fieldPath": v.field_path}
                                 for v in record.violations],
                  "exempted": [{"rule": e.violation.rule_id, "fieldPath": e.violation.field_path,

@@ -1,5 +1,6 @@
 """`kubectl apply` of a Tenant by a person lands in the ledger with her identity, before the change
-happens; with the ledger down, the change is refused (fail closed)."""
+happens, as a request Tenantry admitted (never as a change the cluster made); with the ledger
+down, the change is refused (fail closed)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def test_alices_apply_is_recorded_with_her_identity_and_the_operators_writes_are
                     if i == 0 or (e["action"], e["actor"], e["changes"]) != (
                         admitted[i - 1]["action"], admitted[i - 1]["actor"],
                         admitted[i - 1]["changes"])]
-        assert [e["action"] for e in admitted] == ["tenant.create", "tenant.update"]
+        assert [e["action"] for e in admitted] == ["tenant.create.requested",
+                                                   "tenant.update.requested"]
         create, update = admitted
         assert create["actor"] == username and create["actor_kind"] == "user"
         assert create["identity"]["username"] == username
@@ -77,7 +79,8 @@ def test_alices_apply_is_recorded_with_her_identity_and_the_operators_writes_are
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
     deleted = eventually(lambda: [e for e in ledger.entries(name)
-                                  if e["action"] == "tenant.delete"], what="the delete entry")
+                                  if e["action"] == "tenant.delete.requested"],
+                         what="the delete entry")
     assert deleted[0]["actor"] != username  # the admin deleted it
     result = ledger.verify(name)
     assert result.ok, result.describe()
@@ -105,9 +108,92 @@ def test_with_the_ledger_down_changes_to_tenants_are_refused(
             GROUP, VERSION, "tenants", name)
     assert created
     assert next(e["action"] for e in ledger.entries(name) if e["component"] == "admission") == \
-        "tenant.create"
+        "tenant.create.requested"
 
 
 def _create(api: client.CustomObjectsApi, name: str) -> bool:
     api.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "bob"))
     return True
+
+
+def _admission_entries(ledger: Ledger, chain: str) -> list[dict[str, Any]]:
+    return [e for e in ledger.entries(chain) if e["component"] == "admission"]
+
+
+def test_a_create_the_apiserver_refuses_after_tenantry_admitted_it_is_not_called_admitted(
+        alice: client.CustomObjectsApi, admin_api: client.ApiClient, ledger: Ledger,
+        webhook: WebhookProcess) -> None:
+    """Storage refuses a second CREATE of an existing name *after* every admission webhook ran:
+    the ledger holds that request as requested and admitted by Tenantry, nothing more."""
+    name = unique("refused-later")
+    alice.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "bob"))
+    try:
+        with pytest.raises(client.ApiException) as refused:
+            alice.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "eve"))
+        assert refused.value.status == 409  # AlreadyExists: the cluster refused the change
+        entries = eventually(lambda: [e for e in _admission_entries(ledger, name)
+                                      if e["action"].startswith("tenant.create")] or None,
+                             what="the create entries")
+        assert len(entries) >= 2, entries  # the refused one is there too ...
+        for entry in entries:  # ... in words that claim no more than what was known
+            assert entry["action"] == "tenant.create.requested"
+            assert entry["changes"]["decision"] == "admitted-by-tenantry"
+            assert entry["action"] not in ("tenant.create", "tenant.created")
+        stored = client.CustomObjectsApi(admin_api).get_cluster_custom_object(
+            GROUP, VERSION, "tenants", name)
+        assert stored["spec"]["members"][0]["name"] == "bob"  # eve's create never happened
+    finally:
+        client.CustomObjectsApi(admin_api).delete_cluster_custom_object(
+            GROUP, VERSION, "tenants", name)
+
+
+def test_a_change_a_validating_admission_policy_refuses_is_never_recorded_as_admitted(
+        alice: client.CustomObjectsApi, admin_api: client.ApiClient, ledger: Ledger,
+        webhook: WebhookProcess) -> None:
+    """The apiserver runs ValidatingAdmissionPolicies before validating webhooks: a change a
+    policy refuses never reaches Tenantry, and the ledger must not hold an entry claiming it."""
+    name = unique("vap-refused")
+    policy = unique("no-frozen-tenants")
+    registration = client.AdmissionregistrationV1Api(admin_api)
+    registration.create_validating_admission_policy({
+        "metadata": {"name": policy},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{
+                     "apiGroups": [GROUP], "apiVersions": ["*"], "resources": ["tenants"],
+                     "operations": ["UPDATE"]}]},
+                 "validations": [{
+                     "expression": f"object.metadata.name != '{name}' || "
+                                   "!has(object.metadata.labels) || "
+                                   "!('example.com/frozen' in object.metadata.labels)",
+                     "message": "frozen tenants may not be changed"}]}})
+    registration.create_validating_admission_policy_binding({
+        "metadata": {"name": policy},
+        "spec": {"policyName": policy, "validationActions": ["Deny"]}})
+    frozen = {"metadata": {"labels": {"example.com/frozen": "yes"}}}
+    try:
+        alice.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "bob"))
+
+        def enforced() -> bool:
+            # Dry runs are never recorded, so probing leaves the ledger alone.
+            try:
+                alice.patch_cluster_custom_object(GROUP, VERSION, "tenants", name, frozen,
+                                                  dry_run="All")
+            except client.ApiException as error:
+                return error.status in (400, 403, 422) and "frozen" in api_message(error)
+            return False
+
+        eventually(enforced, timeout=30, what="the policy to be enforced")
+        before = _admission_entries(ledger, name)
+        with pytest.raises(client.ApiException) as refused:
+            alice.patch_cluster_custom_object(GROUP, VERSION, "tenants", name, frozen)
+        assert "frozen tenants may not be changed" in api_message(refused.value)
+        after = _admission_entries(ledger, name)
+        assert [e for e in after if e not in before] == []
+        assert all(e["action"].endswith(".requested") for e in after)
+        assert all(e["changes"]["decision"] == "admitted-by-tenantry" for e in after)
+        assert not any(e["action"].startswith("tenant.update") for e in after)
+    finally:
+        registration.delete_validating_admission_policy_binding(policy)
+        registration.delete_validating_admission_policy(policy)
+        client.CustomObjectsApi(admin_api).delete_cluster_custom_object(
+            GROUP, VERSION, "tenants", name)
