@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     value = os.urandom(args.size)
     ring = keyring.generate()
     context = envelope.Context(tenant_uid=TENANT_UID, namespace="team-a",
-                               credential="billing-db", field="password", generation=1)
+                               credential="billing-db", field="password", generation=1,
+                               credential_uid="6c1d2e3f-4a5b-4c6d-8e7f-901a2b3c4d5e")
     ops = {"envelope": envelope_op(ring, context, value),
            "raw AESGCM": raw_op(AESGCM(os.urandom(32)), value)}
     sizes = {name: batch_size(op) for name, op in ops.items()}

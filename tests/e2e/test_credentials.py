@@ -145,10 +145,13 @@ def _ciphertext(api: client.ApiClient, namespace: str, name: str) -> client.V1Se
     return client.CoreV1Api(api).read_namespaced_secret(f"tenantry-credential-{name}", namespace)
 
 
-def _open(ring: keyring.Keyring, tenant_uid: str, namespace: str, name: str, field: str,
-          generation: int, stored: str) -> bytes:
+def _open(api: client.ApiClient, ring: keyring.Keyring, tenant_uid: str, namespace: str,
+          name: str, field: str, generation: int, stored: str) -> bytes:
+    """Open an envelope the operator wrote, under its full context: that includes the UID of
+    the Credential as it exists now."""
     context = envelope.Context(tenant_uid=tenant_uid, namespace=namespace, credential=name,
-                               field=field, generation=generation)
+                               field=field, generation=generation,
+                               credential_uid=_get(api, namespace, name)["metadata"]["uid"])
     return envelope.open_value(ring, context, base64.b64decode(stored))
 
 
@@ -193,7 +196,7 @@ def test_sealed_credential_is_stored_only_as_ciphertext_under_the_tenants_key(
     assert (ref.kind, ref.name, ref.uid, ref.controller) == (
         "Credential", "payments-api", obj["metadata"]["uid"], True)
     assert list(secret.data) == ["token"]
-    assert _open(ring, _tenant_uid(tenant), namespace, "payments-api", "token", 1,
+    assert _open(admin_api, ring, _tenant_uid(tenant), namespace, "payments-api", "token", 1,
                  secret.data["token"]) == token.encode()  # the trailing newline was dropped
     assert token not in json.dumps(admin_api.sanitize_for_serialization(secret))
     assert ("Normal", "Encrypted") in [(t, r) for t, r, _ in
@@ -217,10 +220,10 @@ def test_sealed_credential_is_stored_only_as_ciphertext_under_the_tenants_key(
             "payments-api", {"token": rotated})}}})
     _ready(admin_api, namespace, "payments-api", reason="Encrypted", generation=2)
     new = _ciphertext(admin_api, namespace, "payments-api")
-    assert _open(ring, _tenant_uid(tenant), namespace, "payments-api", "token", 2,
+    assert _open(admin_api, ring, _tenant_uid(tenant), namespace, "payments-api", "token", 2,
                  new.data["token"]) == rotated.encode()
     with pytest.raises(Exception, match="does not authenticate"):
-        _open(ring, _tenant_uid(tenant), namespace, "payments-api", "token", 2,
+        _open(admin_api, ring, _tenant_uid(tenant), namespace, "payments-api", "token", 2,
               secret.data["token"])
 
     actions = eventually(lambda: [e for e in ledger.entries(name)
@@ -275,7 +278,7 @@ def test_imported_secret_is_encrypted_then_deleted_or_emptied(
     eventually(lambda: _secret_or_none(admin_api, namespace, "smtp-plain") is None,
                what="the source Secret to be deleted")
     stored = _ciphertext(admin_api, namespace, "smtp").data
-    assert _open(ring, _tenant_uid(tenant), namespace, "smtp", "password", 1,
+    assert _open(admin_api, ring, _tenant_uid(tenant), namespace, "smtp", "password", 1,
                  stored["password"]) == smtp_password.encode()
     reasons = [r for _, r, _ in _events(admin_api, namespace, "smtp")]
     assert "Encrypted" in reasons and "SourceSecretDeleted" in reasons
@@ -301,7 +304,7 @@ def test_imported_secret_is_encrypted_then_deleted_or_emptied(
         {"metadata": {"annotations": {"credentials.tenantry.dev/refresh": "1"}}})
     _ready(admin_api, namespace, "db", reason="Encrypted", generation=2, timeout=60)
     stored = _ciphertext(admin_api, namespace, "db").data
-    assert _open(ring, _tenant_uid(tenant), namespace, "db", "password", 2,
+    assert _open(admin_api, ring, _tenant_uid(tenant), namespace, "db", "password", 2,
                  stored["password"]) == new_password.encode()
     eventually(lambda: "password" not in (_secret_or_none(admin_api, namespace,
                                                           "db-plain").data or {}),
@@ -411,7 +414,7 @@ def test_ciphertext_copied_from_another_tenant_is_detected_and_restored(
     assert warnings and "field 'token' is under another tenant's key" in warnings[0]
     restored = _ciphertext(admin_api, b, "api").data["token"]
     assert restored != stolen
-    assert _open(ring, _tenant_uid(tenant_b), b, "api", "token", 2, restored).startswith(
+    assert _open(admin_api, ring, _tenant_uid(tenant_b), b, "api", "token", 2, restored).startswith(
         b"PLAINTEXT-copy-")
 
 
@@ -446,7 +449,7 @@ def test_edited_or_deleted_ciphertext_is_detected_reported_and_restored(
     core.patch_namespaced_secret(secret, name, {"data": {"token": edited}})
     obj = _ready(admin_api, name, "sealed", reason="Restored", generation=2)
     assert "field 'token' does not authenticate" in conditions_of(obj)["Ready"]["message"]
-    assert _open(ring, _tenant_uid(tenant), name, "sealed", "token", 2,
+    assert _open(admin_api, ring, _tenant_uid(tenant), name, "sealed", "token", 2,
                  _ciphertext(admin_api, name, "sealed").data["token"]) == token.encode()
 
     # The imported one, whose source is gone: an added field, restored from the last intact
@@ -457,7 +460,7 @@ def test_edited_or_deleted_ciphertext_is_detected_reported_and_restored(
     assert "field(s) extra added" in conditions_of(obj)["Ready"]["message"]
     data = _ciphertext(admin_api, name, "imported").data
     assert list(data) == ["token"]
-    assert _open(ring, _tenant_uid(tenant), name, "imported", "token", 2,
+    assert _open(admin_api, ring, _tenant_uid(tenant), name, "imported", "token", 2,
                  data["token"]) == imported.encode()
 
     # Deleted outright.
@@ -473,6 +476,61 @@ def test_edited_or_deleted_ciphertext_is_detected_reported_and_restored(
          if e["action"] == "credential.tamper-detected"]),
         what="the tampering in the audit ledger")
     assert {e["resource_name"] for e in entries} == {"sealed", "imported"}
+
+
+def test_a_recreated_credential_cannot_open_its_predecessors_envelopes(
+        admin_api: client.ApiClient, tenants: TenantFactory, as_user: UserApi,
+        ring: keyring.Keyring) -> None:
+    """Delete a Credential, restore its ciphertext Secret (owner re-pointed, as a backup
+    restore would) under a new Credential of the same name: the old envelopes are refused as
+    tampered, never opened, because they are bound to the old Credential's UID."""
+    name = unique("reborn")
+    tenant = tenants(name, [name], [owner(f"{name}-alice")])
+    alice = as_user(f"{name}-alice")
+    core, custom = client.CoreV1Api(admin_api), client.CustomObjectsApi(admin_api)
+    value = plaintext("reborn")
+    _plain_secret(alice, name, "plain", {"token": value})
+    _create(alice, _credential(name, "db", from_secret={"name": "plain"}))
+    first = _ready(admin_api, name, "db", reason="Encrypted")
+    eventually(lambda: _secret_or_none(admin_api, name, "plain") is None,
+               what="the imported source to be deleted")
+    old = _ciphertext(admin_api, name, "db")
+    assert _open(admin_api, ring, _tenant_uid(tenant), name, "db", "token", 1,
+                 old.data["token"]) == value.encode()
+
+    custom.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, "db")
+    eventually(lambda: not custom.list_namespaced_custom_object(
+        GROUP, VERSION, name, PLURAL)["items"], what="the Credential to be gone")
+    # Garbage collection takes the Secret with it; not waiting for that, clear it by hand.
+    with contextlib.suppress(client.ApiException):
+        core.delete_namespaced_secret(old.metadata.name, name)
+    eventually(lambda: _secret_or_none(admin_api, name, old.metadata.name) is None,
+               what="the old ciphertext Secret to be gone")
+
+    # Same namespace, same name, same source name (now absent): only the UID differs.
+    _create(alice, _credential(name, "db", from_secret={"name": "plain"}))
+    second = _get(admin_api, name, "db")
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+    core.create_namespaced_secret(name, {
+        "metadata": {"name": old.metadata.name, "labels": old.metadata.labels,
+                     "annotations": old.metadata.annotations,
+                     "ownerReferences": [{
+                         "apiVersion": f"{GROUP}/{VERSION}", "kind": "Credential",
+                         "name": "db", "uid": second["metadata"]["uid"],
+                         "controller": True, "blockOwnerDeletion": True}]},
+        "type": ENCRYPTED, "data": old.data})
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, name, PLURAL, "db",
+        {"metadata": {"annotations": {"credentials.tenantry.dev/refresh": "1"}}})
+
+    refused = _ready(admin_api, name, "db", status="False", reason="TamperDetected",
+                     timeout=60)
+    message = conditions_of(refused)["Ready"]["message"]
+    assert "field 'token' does not authenticate" in message
+    assert "secretRef" not in (refused.get("status") or {})  # never adopted as its own
+    warnings = [m for t, r, m in _events(admin_api, name, "db") if r == "TamperDetected"]
+    assert any("does not authenticate" in m for m in warnings)
+    assert value not in json.dumps(refused)
 
 
 # -- refusals --------------------------------------------------------------------------------------
@@ -731,7 +789,7 @@ def test_no_plaintext_anywhere_after_a_full_run(
             # The ciphertext check: operator Secrets hold envelopes and nothing else.
             for item in listing["items"]:
                 if item.get("type") == ENCRYPTED:
-                    assert all(base64.b64decode(v).startswith(b"TE\x01")
+                    assert all(base64.b64decode(v).startswith(b"TE\x02")
                                for v in (item.get("data") or {}).values()), item["metadata"]
     for where, text in (("operator log", operator.log()), ("audit ledger", _ledger_dump(ledger)),
                         ("error texts", "\n".join(errors_seen))):

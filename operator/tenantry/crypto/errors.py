@@ -76,5 +76,9 @@ class AuthenticationError(DecryptionError):
     """The authentication tag did not verify: tampered, or opened under another context."""
 
 
+class UnboundEnvelopeError(AuthenticationError):
+    """A format 1 envelope, not bound to a Credential UID, where only a bound one will do."""
+
+
 class SealingKeyError(CryptoError):
     """A sealing public or private key could not be loaded."""

@@ -49,18 +49,19 @@ def version_salt(version: str) -> bytes:
     return hashlib.sha256(SALT_LABEL + keyring.check_version(version).encode("ascii")).digest()
 
 
-def check_uid(tenant_uid: object) -> str:
-    """Validate a Tenant UID (canonical lowercase UUID, as Kubernetes writes metadata.uid).
+def check_uid(tenant_uid: object, kind: str = "Tenant") -> str:
+    """Validate a Tenant (or other object's) UID: a canonical lowercase UUID, as Kubernetes
+    writes metadata.uid.
 
-    Insisting on the UUID form catches the easy mistake of passing the tenant's name, which
-    would silently bind keys to something a re-created tenant shares with its predecessor.
+    Insisting on the UUID form catches the easy mistake of passing the object's name, which
+    would silently bind keys to something a re-created object shares with its predecessor.
     """
     # A regex rather than uuid.UUID(): this runs on every encryption and decryption, and the
     # canonical form (lowercase, hyphenated) is all Kubernetes ever writes.
     if not isinstance(tenant_uid, str) or not _UID_PATTERN.fullmatch(tenant_uid):
         raise errors.InvalidContextError(
-            "tenant UID must be the Tenant's metadata.uid, a lowercase UUID such as "
-            "'0b7c6e2a-5f3d-4c1e-9a8b-2d4f6e8a0c1b' (not the tenant's name)")
+            f"{kind.lower()} UID must be the {kind}'s metadata.uid, a lowercase UUID such as "
+            f"'0b7c6e2a-5f3d-4c1e-9a8b-2d4f6e8a0c1b' (not the {kind.lower()}'s name)")
     return tenant_uid
 
 

@@ -14,6 +14,7 @@ from tenantry.controller.credential.plaintext import Plaintext
 from tenantry.crypto import keyring
 from tenantry.model import credential
 from tests.unit.credential.conftest import OTHER_PLAINTEXT, OTHER_TENANT_UID, PLAINTEXT
+from tests.unit.crypto.conftest import format_1_envelope
 
 FIELDS = {"token": Plaintext(PLAINTEXT), "user": Plaintext(OTHER_PLAINTEXT)}
 State = ciphertext.State
@@ -63,7 +64,7 @@ def test_manifest_holds_only_envelopes_and_public_bookkeeping(
         assert value.decode() not in text
         assert base64.b64encode(value).decode() not in text
     for value in secret["data"].values():
-        assert base64.b64decode(value).startswith(b"TE\x01")
+        assert base64.b64decode(value).startswith(b"TE\x02")
 
 
 def test_what_was_written_verifies(ring: keyring.Keyring, owner: ciphertext.Owner,
@@ -255,3 +256,52 @@ def test_an_interrupted_write_may_change_the_fields(
                       fields=("token", "user"))
     assert verdict.state is State.TAMPERED
     assert "field(s) user removed" in verdict.detail
+
+
+def _recreated(owner: ciphertext.Owner) -> ciphertext.Owner:
+    return ciphertext.Owner(owner.namespace, owner.name, "d4c3b2a1-0f9e-4d8c-b7a6-5f4e3d2c1b0a")
+
+
+def test_a_predecessors_envelopes_restored_for_a_recreated_credential_do_not_open(
+        ring: keyring.Keyring, owner: ciphertext.Owner, tenant: ciphertext.TenantRef) -> None:
+    # The old Credential's Secret, restored with its owner re-pointed at the new Credential
+    # (same namespace and name, new UID): everything but the envelopes' binding says "ours".
+    successor = _recreated(owner)
+    restored = _stored(ring, owner, tenant)
+    restored["metadata"]["ownerReferences"][0]["uid"] = successor.uid
+
+    for status_generation in (None, 3):  # whatever status the new object has, or lacks
+        verdict = _verify(restored, ring, successor, tenant, generation=status_generation)
+        assert verdict.state is State.TAMPERED, verdict
+        assert verdict.stored is None
+        assert "does not authenticate" in verdict.detail
+        assert PLAINTEXT.decode() not in verdict.detail
+
+
+def _as_format_1(secret: dict[str, Any], ring: keyring.Keyring, owner: ciphertext.Owner,
+                 tenant: ciphertext.TenantRef, generation: int = 3) -> dict[str, Any]:
+    """The Secret as an operator before Credential UIDs were bound would have written it."""
+    legacy = copy.deepcopy(secret)
+    for field, value in FIELDS.items():
+        old = ciphertext.context(owner, tenant.uid, field, generation)
+        raw = format_1_envelope(ring, old, value.reveal())
+        legacy["data"][field] = base64.b64encode(raw).decode()
+    return legacy
+
+
+def test_format_1_envelopes_are_trusted_only_for_the_credential_whose_status_has_them(
+        ring: keyring.Keyring, owner: ciphertext.Owner, tenant: ciphertext.TenantRef) -> None:
+    legacy = _as_format_1(_stored(ring, owner, tenant), ring, owner, tenant)
+
+    # The Credential that has them in its status (it existed when they were written): opened,
+    # and marked for re-encryption under the UID.
+    verdict = _verify(legacy, ring, owner, tenant, generation=3)
+    assert verdict.state is State.INTACT
+    assert verdict.stored is not None and verdict.stored.unbound
+    assert verdict.stored.fields == FIELDS
+    # A Credential without status (re-created under the same name, Secret restored): refused.
+    successor = _recreated(owner)
+    legacy["metadata"]["ownerReferences"][0]["uid"] = successor.uid
+    refused = _verify(legacy, ring, successor, tenant, generation=None)
+    assert refused.state is State.TAMPERED
+    assert "not bound to this Credential's UID" in refused.detail

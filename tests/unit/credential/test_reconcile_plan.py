@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -116,6 +117,17 @@ def test_changed_content_bumps_the_generation() -> None:
 
     assert decided.write == CHANGED
     assert (decided.generation, decided.action) == (4, reconcile.ENCRYPT)
+
+
+def test_envelopes_not_bound_to_the_credential_uid_are_re_encrypted() -> None:
+    verdict = _intact(FRESH)
+    unbound = ciphertext.Verdict(State.INTACT, stored=dataclasses.replace(
+        verdict.stored, unbound=True))  # type: ignore[type-var]
+    for fresh in (FRESH, None):
+        decided = _plan(unbound, fresh=fresh)
+        assert (decided.action, decided.generation, decided.write) == (
+            reconcile.REENCRYPT, 4, FRESH)
+        assert "Credential's UID" in decided.why
 
 
 def test_a_new_primary_master_version_re_encrypts() -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from tenantry.crypto import envelope, errors, keyring, tenant_keys
+from tests.unit.crypto.conftest import CREDENTIAL_UID, format_1_envelope
 
 OTHER_UID = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d"
 SECRET = b"correct horse battery staple"
@@ -41,7 +42,7 @@ def test_header_is_readable_without_a_key(
 
     header = envelope.parse_header(sealed)
 
-    assert header.format_version == envelope.FORMAT_V1
+    assert header.format_version == envelope.FORMAT_V2
     assert header.master_version == "v1"
     assert header.key_id == tenant_keys.derive(ring, context.tenant_uid).key_id
     assert len(header.nonce) == 12
@@ -55,6 +56,8 @@ def test_header_is_readable_without_a_key(
     ({"field": "username"}, errors.AuthenticationError),
     ({"generation": 2}, errors.AuthenticationError),  # replay of an older generation
     ({"generation": 4}, errors.AuthenticationError),
+    # A Credential deleted and re-created under the same name has a new UID.
+    ({"credential_uid": OTHER_UID}, errors.AuthenticationError),
 ])
 def test_envelope_moved_to_another_context_does_not_open(
         ring: keyring.Keyring, context: envelope.Context,
@@ -112,9 +115,9 @@ def test_appended_bytes_are_detected(ring: keyring.Keyring, context: envelope.Co
 def test_unknown_format_version_is_refused_clearly(
         ring: keyring.Keyring, context: envelope.Context) -> None:
     future = bytearray(envelope.seal_value(ring, context, SECRET))
-    future[2] = 2
+    future[2] = 3
 
-    with pytest.raises(errors.UnsupportedFormatError, match="format version 2 is not supported"):
+    with pytest.raises(errors.UnsupportedFormatError, match="format version 3 is not supported"):
         envelope.open_value(ring, context, bytes(future))
     with pytest.raises(errors.UnsupportedFormatError):
         envelope.parse_header(bytes(future))
@@ -187,6 +190,7 @@ def test_reencrypt_refuses_an_envelope_that_does_not_open(
 
 @pytest.mark.parametrize("change", [
     {"tenant_uid": "team-a"},
+    {"credential_uid": "billing-db"},
     {"namespace": ""},
     {"credential": "x" * 254},
     {"generation": -1},
@@ -201,3 +205,46 @@ def test_invalid_context_is_refused_at_construction(
 def test_text_plaintext_is_refused(ring: keyring.Keyring, context: envelope.Context) -> None:
     with pytest.raises(TypeError, match="bytes"):
         envelope.seal_value(ring, context, "hunter2")  # type: ignore[arg-type]
+
+
+def test_a_context_without_the_credential_uid_cannot_seal(
+        ring: keyring.Keyring, context: envelope.Context) -> None:
+    unbound = dataclasses.replace(context, credential_uid=None)
+
+    with pytest.raises(errors.InvalidContextError, match=r"Credential's metadata\.uid"):
+        envelope.seal_value(ring, unbound, SECRET)
+    # Nor open a bound envelope: the UID is part of what authenticates it.
+    with pytest.raises(errors.InvalidContextError):
+        envelope.open_value(ring, unbound, envelope.seal_value(ring, context, SECRET))
+
+
+def test_format_1_envelopes_open_only_when_the_caller_vouches_for_them(
+        ring: keyring.Keyring, context: envelope.Context) -> None:
+    legacy = format_1_envelope(ring, context, SECRET)
+
+    with pytest.raises(errors.UnboundEnvelopeError, match="not bound to a Credential UID") as no:
+        envelope.open_value(ring, context, legacy)
+    assert isinstance(no.value, errors.AuthenticationError)
+    assert envelope.open_value(ring, context, legacy, allow_unbound=True) == SECRET
+    # Re-encryption binds it: the new envelope is format 2 and opens only under this UID.
+    bumped = dataclasses.replace(context, generation=context.generation + 1)
+    bound = envelope.reencrypt(ring, context, bumped, legacy, allow_unbound=True)
+    assert envelope.parse_header(bound).format_version == envelope.FORMAT_V2
+    assert envelope.open_value(ring, bumped, bound) == SECRET
+    with pytest.raises(errors.AuthenticationError):
+        envelope.open_value(ring, dataclasses.replace(bumped, credential_uid=OTHER_UID), bound)
+
+
+def test_a_bound_envelope_relabelled_as_format_1_does_not_open(
+        ring: keyring.Keyring, context: envelope.Context) -> None:
+    downgraded = bytearray(envelope.seal_value(ring, context, SECRET))
+    downgraded[2] = envelope.FORMAT_V1
+
+    with pytest.raises(errors.AuthenticationError):
+        envelope.open_value(ring, context, bytes(downgraded), allow_unbound=True)
+
+
+def test_the_credential_uid_is_in_the_aad_unambiguously(context: envelope.Context) -> None:
+    assert CREDENTIAL_UID.encode() in context.encoded_v2
+    assert CREDENTIAL_UID.encode() not in context.encoded
+    assert context.encoded_v2.startswith(envelope.AAD_LABEL_V2)

@@ -4,8 +4,15 @@ what the operator wrote (pure).
 One Secret per Credential, in its namespace, named `tenantry-credential-<name>`, of type
 `tenantry.dev/encrypted`, owned by the Credential (garbage-collected with it) and labelled for
 the tenant. Each data key is one field; each value is one envelope (`tenantry.crypto.envelope`)
-bound to tenant UID, namespace, Credential name, field and encryption generation. Annotations
-carry only public bookkeeping: generation, key id, tenant UID, where the values came from.
+bound to tenant UID, Credential UID, namespace, Credential name, field and encryption generation.
+Annotations carry only public bookkeeping: generation, key id, tenant UID, where the values came
+from.
+
+The Credential UID makes the envelopes of a deleted Credential useless to a new one of the same
+name, even restored into its Secret with a re-pointed owner: they are `TAMPERED`, never opened.
+Envelopes written before the UID was bound (format 1) are accepted only for a Credential whose
+status (written by the operator alone; a re-created object starts without one) already records
+its ciphertext, and are then re-encrypted as format 2 (`Stored.unbound`).
 
 The name prefix and the labels make it an operator object: the admission policy of
 `controller.protection` refuses tenants who try to create, change or delete it; only the
@@ -86,7 +93,8 @@ def source_of(spec: credential.CredentialSpec) -> str:
 
 def context(owner: Owner, tenant_uid: str, field: str, generation: int) -> envelope.Context:
     return envelope.Context(tenant_uid=tenant_uid, namespace=owner.namespace,
-                            credential=owner.name, field=field, generation=generation)
+                            credential=owner.name, field=field, generation=generation,
+                            credential_uid=owner.uid)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +167,8 @@ class Stored:
     fields: dict[str, Plaintext]
     envelopes: dict[str, bytes]
     source: str | None
+    unbound: bool = False
+    """Some envelope is format 1 (not bound to the Credential UID): to be re-encrypted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +216,8 @@ def _generation(text: object) -> int | None:
 
 _DAMAGE = (
     (errors.KeyMismatchError, "is under another tenant's key (or another keyring)"),
+    (errors.UnboundEnvelopeError, "is an envelope not bound to this Credential's UID (format 1) "
+                                  "and this Credential never recorded it in its status"),
     (errors.AuthenticationError, "does not authenticate as this field of this Credential at "
                                  "its current generation"),
     (errors.MalformedCiphertextError, "is not a Tenantry envelope"),
@@ -220,14 +232,16 @@ def _describe_damage(error: errors.DecryptionError) -> str:
 
 
 def _open_all(ring: keyring.Keyring, owner: Owner, tenant_uid: str, generation: int,
-              envelopes: Mapping[str, bytes]) -> tuple[dict[str, Plaintext], list[str]]:
+              envelopes: Mapping[str, bytes], *, allow_unbound: bool = False,
+              ) -> tuple[dict[str, Plaintext], list[str]]:
     """Open every envelope; (values, descriptions of the fields that failed)."""
     values: dict[str, Plaintext] = {}
     damaged: list[str] = []
     for field in sorted(envelopes):
         try:
             values[field] = Plaintext(envelope.open_value(
-                ring, context(owner, tenant_uid, field, generation), envelopes[field]))
+                ring, context(owner, tenant_uid, field, generation), envelopes[field],
+                allow_unbound=allow_unbound))
         except errors.KeyVersionUnavailableError:
             raise
         except errors.DecryptionError as error:
@@ -243,7 +257,8 @@ def verify(secret: Mapping[str, Any] | None, *, ring: keyring.Keyring, owner: Ow
     `status_generation` and `expected_fields` come from the Credential's status (written only by
     the operator). The generation annotation is considered only when it is *newer* than status:
     the operator writes the Secret before its status, and may have stopped in between; an older
-    one is a replay.
+    one is a replay. Format 1 envelopes (not bound to the Credential UID) are accepted only when
+    status records a generation: only the Credential they were written for has one.
     """
     if secret is None:
         return Verdict(State.ABSENT)
@@ -307,7 +322,8 @@ def verify(secret: Mapping[str, Any] | None, *, ring: keyring.Keyring, owner: Ow
             damaged = mismatch
             continue
         try:
-            values, damaged = _open_all(ring, owner, tenant.uid, generation, envelopes)
+            values, damaged = _open_all(ring, owner, tenant.uid, generation, envelopes,
+                                        allow_unbound=status_generation is not None)
         except errors.KeyVersionUnavailableError as error:
             return Verdict(State.KEY_UNAVAILABLE, str(error))
         if not damaged:
@@ -317,7 +333,8 @@ def verify(secret: Mapping[str, Any] | None, *, ring: keyring.Keyring, owner: Ow
                 generation=generation, key_id=headers[0].key_id,
                 master_versions=frozenset(h.master_version for h in headers),
                 fields=values, envelopes=envelopes,
-                source=source if isinstance(source, str) else None))
+                source=source if isinstance(source, str) else None,
+                unbound=any(h.format_version == envelope.FORMAT_V1 for h in headers)))
     return Verdict(State.TAMPERED, f"Secret {name}: {'; '.join(damaged)}{by}")
 
 
@@ -339,8 +356,9 @@ def open_snapshot(ring: keyring.Keyring, owner: Owner, tenant_uid: str,
     if snapshot.tenant_uid != tenant_uid:
         return None
     try:
+        # Snapshots are kept per Credential UID: a format 1 one is this Credential's own.
         values, damaged = _open_all(ring, owner, tenant_uid, snapshot.generation,
-                                    snapshot.envelopes)
+                                    snapshot.envelopes, allow_unbound=True)
     except errors.DecryptionError:
         return None
     return None if damaged or not values else values

@@ -8,7 +8,9 @@
 - a watch on the ciphertext Secrets (filtered server-side by label, so the operator never
   receives other Secrets through it) re-verifies a Credential as soon as its Secret is deleted or
   changed in any way but the operator's own last write (known by resourceVersion, not by a
-  manager name anyone could claim): tampering is reported within a second.
+  manager name anyone could claim): tampering is reported within a second. It is one watch per
+  tenant namespace (`watches`), not kopf's cluster-wide one: the operator may read Secrets only
+  in tenant namespaces.
 
 A lock per Credential keeps these three from running over each other. The last intact copy of
 each Credential's envelopes (ciphertext only) is kept in memory, so a tampered Secret of an
@@ -30,7 +32,7 @@ from typing import Any
 import kopf
 
 from tenantry.controller import audit, kubeapi
-from tenantry.controller.credential import ciphertext, custody, reconcile
+from tenantry.controller.credential import ciphertext, custody, reconcile, watches
 from tenantry.crypto import errors
 from tenantry.model import common
 from tenantry.model import credential as credential_model
@@ -61,6 +63,8 @@ class CredentialState:
     written: dict[str, str] = dataclasses.field(default_factory=dict)
     """"namespace/secret" -> resourceVersion the operator itself wrote last: its own writes
     coming back through the watch are not mistaken for someone else's."""
+    secret_watches: watches.TenantSecretWatches | None = None
+    """The ciphertext Secret watches, one per tenant namespace, made at the first namespace."""
 
     @contextlib.asynccontextmanager
     async def locked(self, uid: str) -> AsyncIterator[None]:
@@ -73,15 +77,8 @@ def _state(memo: kopf.Memo) -> CredentialState:
     return state
 
 
-def _is_core_secrets(resource: kopf.Resource) -> bool:
-    return resource.group == "" and resource.plural == "secrets"
-
-
 @kopf.on.startup()
-async def start_credentials(settings: kopf.OperatorSettings, memo: kopf.Memo,
-                            **_: Any) -> None:
-    # Only ciphertext Secrets travel to the operator through the watch below, not every Secret.
-    settings.watching.label_selectors[_is_core_secrets] = ciphertext.CREDENTIAL_LABEL
+async def start_credentials(memo: kopf.Memo, **_: Any) -> None:
     options = memo.get("key_options") or custody.KeyOptions.from_env()
     state = CredentialState(keys=custody.KeySource(options))
     memo.credentials = state
@@ -90,17 +87,23 @@ async def start_credentials(settings: kopf.OperatorSettings, memo: kopf.Memo,
     state.tasks["publish-public-key"] = asyncio.create_task(_publish_public_key(memo, state))
 
 
+async def _api(memo: kopf.Memo) -> kubeapi.KubeApi:
+    """The shared client, once the operator's own start-up handler has made it."""
+    while True:
+        api: kubeapi.KubeApi | None = memo.get("api")
+        if api is not None:
+            return api
+        await asyncio.sleep(0.2)
+
+
 async def _publish_public_key(memo: kopf.Memo, state: CredentialState) -> None:
     """Keep ConfigMap tenantry-sealing-public-key in line with the sealing key file."""
     namespace = custody.operator_namespace()
     where = f"{namespace}/{custody.PUBLIC_KEY_CONFIGMAP}"
     published: str | None = None
     failures = 0
+    api = await _api(memo)
     while True:
-        api = memo.get("api")  # set by the operator's own start-up handler
-        if api is None:
-            await asyncio.sleep(0.2)
-            continue
         try:
             keys = state.keys.sealing_keys()
         except errors.SealingKeyError:
@@ -129,6 +132,8 @@ async def stop_credentials(memo: kopf.Memo, **_: Any) -> None:
         return
     for task in list(state.tasks.values()):
         task.cancel()
+    if state.secret_watches is not None:
+        await state.secret_watches.stop()
 
 
 # -- reconciliation ------------------------------------------------------------------------------
@@ -233,19 +238,38 @@ async def _verify(memo: kopf.Memo, namespace: str, name: str, what: str,
                          what)
 
 
-@kopf.on.event("", "v1", "secrets", labels={ciphertext.CREDENTIAL_LABEL: kopf.PRESENT},
-               id="credential-ciphertext")
-async def watch_ciphertext(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    obj = event.get("object") or {}
+@kopf.on.event("", "v1", "namespaces", id="credential-namespaces")
+async def follow_namespace(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """Start or stop the ciphertext watch of a namespace as it becomes or stops being a tenant's.
+
+    Every namespace, not only labelled ones: a namespace released by its Tenant loses its labels,
+    and a label filter would never show that change. kopf watches namespaces anyway (the Tenant
+    drift watch), so this adds no request; and the watches it starts inherit this handler's
+    context, in which kopf Events can be posted.
+    """
+    state = _state(memo)
+    if state.secret_watches is None:
+        state.secret_watches = watches.TenantSecretWatches(
+            memo.api.api, lambda kind, obj: _on_ciphertext_event(memo, kind, obj))
+    state.secret_watches.update(event.get("type"), event.get("object") or {})
+
+
+def _on_ciphertext_event(memo: kopf.Memo, kind: str, obj: Mapping[str, Any]) -> None:
+    """A ciphertext Secret changed (from `watches`): verify its Credential unless the change is
+    the operator's own last write."""
     meta = obj.get("metadata") or {}
     namespace, secret = meta.get("namespace"), meta.get("name")
     state = _state(memo)
-    if event.get("type") == "DELETED":
+    written = state.written.get(f"{namespace}/{secret}")
+    if kind == "DELETED":
         what = f"Secret {secret} was deleted"
-    elif event.get("type") == "MODIFIED":
+    elif kind == "MODIFIED" or (kind == "ADDED" and written is not None):
         # Not by the manager name (anyone can claim it), by the exact version it wrote. Anything
-        # else is verified: at worst a needless check that finds everything in place.
-        if state.written.get(f"{namespace}/{secret}") == meta.get("resourceVersion"):
+        # else is verified: at worst a needless check that finds everything in place. ADDED is
+        # what a namespace's first list reports: only a Secret this operator wrote, in another
+        # version than it wrote, was changed before the watch began (the rest was verified when
+        # its Credential was reconciled).
+        if written == meta.get("resourceVersion"):
             return
         what = f"Secret {secret} was changed by {ciphertext.last_writer(obj)}"
     else:

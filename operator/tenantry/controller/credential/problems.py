@@ -34,6 +34,7 @@ class Reason(enum.StrEnum):
     TENANT_CHANGED = "TenantChanged"
     SECRET_CONFLICT = "SecretConflict"  # noqa: S105
     APPLY_FAILED = "ApplyFailed"
+    SECRET_UNREADABLE = "SecretUnreadable"  # noqa: S105
 
 
 # Problems that can resolve without a spec change; retried with backoff.
@@ -41,6 +42,7 @@ RETRYABLE = frozenset({
     Reason.KEYRING_UNAVAILABLE, Reason.SEALING_KEY_UNAVAILABLE, Reason.NAMESPACE_NOT_OWNED,
     Reason.UNKNOWN_TENANT, Reason.SOURCE_SECRET_MISSING, Reason.SOURCE_KEY_MISSING,
     Reason.SOURCE_NOT_REMOVED, Reason.KEY_VERSION_UNAVAILABLE, Reason.APPLY_FAILED,
+    Reason.SECRET_UNREADABLE,
 })
 
 

@@ -115,6 +115,16 @@ class Plan:
     """Remove the imported source once the write (if any) is done."""
 
 
+def _stale(stored: ciphertext.Stored, primary: str) -> str | None:
+    """Why intact envelopes must be re-encrypted (an old master version, or not bound to the
+    Credential UID), or None when they are current."""
+    if stored.master_versions != {primary}:
+        return f"primary master key version is now {primary}"
+    if stored.unbound:
+        return "envelopes are now bound to the Credential's UID (format 2)"
+    return None
+
+
 def plan(verdict: ciphertext.Verdict, *, fresh: Fields | None, input_problem: Problem | None,
          had_secret: bool, status_generation: int | None, primary: str,
          fallback: Fields | None = None, restore_hint: str = "") -> Plan:
@@ -138,11 +148,10 @@ def plan(verdict: ciphertext.Verdict, *, fresh: Fields | None, input_problem: Pr
     if fresh is not None:
         if stored is not None:
             if same(stored.fields, fresh):
-                if stored.master_versions == {primary}:
+                if (stale := _stale(stored, primary)) is None:
                     return Plan(generation=stored.generation, consume_source=True)
                 return Plan(write=stored.fields, generation=next_generation, action=REENCRYPT,
-                            why=f"primary master key version is now {primary}",
-                            consume_source=True)
+                            why=stale, consume_source=True)
             return Plan(write=fresh, generation=next_generation, action=ENCRYPT,
                         why="content changed", consume_source=True)
         why = {
@@ -153,10 +162,9 @@ def plan(verdict: ciphertext.Verdict, *, fresh: Fields | None, input_problem: Pr
                     tamper=tamper, restored=tamper is not None, consume_source=True)
 
     if stored is not None:
-        if stored.master_versions != {primary}:
+        if (stale := _stale(stored, primary)) is not None:
             return Plan(write=stored.fields, generation=next_generation, action=REENCRYPT,
-                        why=f"primary master key version is now {primary}",
-                        problem=input_problem)
+                        why=stale, problem=input_problem)
         return Plan(generation=stored.generation, problem=input_problem)
     if tamper is not None:
         if fallback is not None:
@@ -346,6 +354,23 @@ def _api_problem(reason: Reason, doing: str, error: ApiError) -> Problem:
     return Problem(reason, f"{doing}: {error.status} {error.reason}: {error.message[:300]}")
 
 
+async def _read_secret(api: KubeApi, name: str,
+                       namespace: str) -> dict[str, Any] | Problem | None:
+    """A Secret of the Credential's namespace (None when absent), or why it cannot be read.
+
+    The operator may read Secrets only in tenant namespaces, through the RoleBinding its
+    Tenant applies there with the fences: in a namespace claimed a moment ago that binding may
+    not be there yet (403), which the retry outlasts."""
+    try:
+        return await api.get("v1", "Secret", name, namespace)
+    except ApiError as error:
+        hint = (f" (the operator reads Secrets only through RoleBinding {namespace}/"
+                "tenantry-operator-secrets, which the namespace's Tenant applies)"
+                if error.status == 403 else "")
+        return _api_problem(Reason.SECRET_UNREADABLE,
+                            f"reading Secret {namespace}/{name}{hint}", error)
+
+
 async def _remove_source(api: KubeApi, spec: credential.FromSecret, namespace: str,
                          source: inputs.Source, outcome: Outcome) -> None:
     """Delete or empty the imported Secret, only if it is still the version that was read."""
@@ -417,7 +442,10 @@ async def reconcile(api: KubeApi, keys: KeySource, body: Mapping[str, Any],
     outcome.tenant = tenant_ref = found
 
     name = ciphertext.secret_name(owner.name)
-    existing = await api.get("v1", "Secret", name, owner.namespace)
+    existing = await _read_secret(api, name, owner.namespace)
+    if isinstance(existing, Problem):
+        outcome.problem = existing
+        return outcome
     verdict = ciphertext.verify(existing, ring=ring, owner=owner, tenant=tenant_ref,
                                 status_generation=_status_generation(status),
                                 expected_fields=list(status.get("keys") or ()))
@@ -443,9 +471,11 @@ async def reconcile(api: KubeApi, keys: KeySource, body: Mapping[str, Any],
         assert spec.from_secret is not None  # the schema requires one of the two
         restore_hint = (f"put the values in Secret {owner.namespace}/{spec.from_secret.name} "
                         "again to re-import them")
-        source = inputs.read_source(
-            await api.get("v1", "Secret", spec.from_secret.name, owner.namespace),
-            spec.from_secret, owner.namespace)
+        source_secret = await _read_secret(api, spec.from_secret.name, owner.namespace)
+        if isinstance(source_secret, Problem):
+            outcome.problem = source_secret
+            return outcome
+        source = inputs.read_source(source_secret, spec.from_secret, owner.namespace)
         if source.state is inputs.SourceState.FRESH:
             fresh = source.fields
         elif not _consumed(source, verdict, spec, _had_secret(status)):
