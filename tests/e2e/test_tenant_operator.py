@@ -25,7 +25,7 @@ def test_tenant_gets_hardened_isolated_governed_namespaces(
     parts = conditions_of(tenant)
     assert {t: c["status"] for t, c in parts.items()} == {
         "Ready": "True", "Namespaces": "True", "NetworkPolicies": "True", "Quotas": "True",
-        "RBAC": "True"}
+        "RBAC": "True", "TenantNetworkPolicies": "True"}
     assert all(c["observedGeneration"] == 1 for c in parts.values())
     assert status["namespaceCount"] == 2 and status["memberCount"] == 4
     assert sorted(s["name"] for s in status["namespaces"]) == sorted(ns)

@@ -55,6 +55,7 @@ KINDS: dict[tuple[str, str], Kind] = {
             "admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False),
         "SelfSubjectReview": Kind("authentication.k8s.io/v1", "selfsubjectreviews", False),
         "Lease": Kind("coordination.k8s.io/v1", "leases", True),
+        "PriorityClass": Kind("scheduling.k8s.io/v1", "priorityclasses", False),
         "Tenant": Kind("tenantry.dev/v1alpha1", "tenants", False),
         "Credential": Kind("tenantry.dev/v1alpha1", "credentials", True),
         "RotationPolicy": Kind("tenantry.dev/v1alpha1", "rotationpolicies", True),
@@ -166,10 +167,13 @@ class KubeApi:
             object_path(obj), "PATCH", query=query, body=obj,
             content_type="application/apply-patch+yaml"))
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, obj: dict[str, Any], *,
+                     field_manager: str | None = None) -> dict[str, Any]:
+        """POST: create-if-absent (409 AlreadyExists otherwise), which makes it a claim."""
         kind = kind_of(obj["apiVersion"], obj["kind"])
         path = kind.collection(obj.get("metadata", {}).get("namespace"))
-        return cast(dict[str, Any], await self._call(path, "POST", body=obj))
+        query = [("fieldManager", field_manager)] if field_manager else None
+        return cast(dict[str, Any], await self._call(path, "POST", query=query, body=obj))
 
     async def whoami(self) -> str:
         """The user name the API server sees for this client."""

@@ -6,7 +6,11 @@ RoleBindings of their own, so they could also edit or delete `tenantry-default-d
 down), refuses in tenant namespaces:
   - UPDATE or DELETE of an object labelled as Tenantry's (managed-by=tenantry or a tenant label);
   - CREATE or UPDATE that puts those labels on an object, or uses the reserved name prefixes,
-    so nobody can forge or pre-empt an operator object.
+    so nobody can forge or pre-empt an operator object;
+  - a RoleBinding that grants anything to everyone (system:authenticated, system:unauthenticated,
+    system:serviceaccounts, system:anonymous): that would open the tenant to every other tenant
+    (and, where anonymous requests are allowed, to the world). Sharing with a named user, group
+    or ServiceAccount stays possible.
 Exempt: the operator's own identity (learned at start-up), the control plane's controllers (the
 namespace controller and garbage collector must delete children), and system:masters (break
 glass). Everyone else, tenant owners included, is refused with a message saying why.
@@ -30,6 +34,10 @@ PROTECTED_RESOURCES = (
     ("", "limitranges"),
     ("", "secrets"),
 )
+
+# Subjects that mean "everyone": a tenant may not bind them in its namespaces.
+EVERYONE_GROUPS = ("system:authenticated", "system:unauthenticated", "system:serviceaccounts")
+EVERYONE_USERS = ("system:anonymous",)
 
 # Controllers of the control plane act on tenant namespaces too (namespace deletion, GC).
 CONTROL_PLANE_USERS = ("system:kube-controller-manager",)
@@ -89,6 +97,20 @@ def protection_policy(exempt_users: Sequence[str]) -> list[dict[str, Any]]:
                     "message": (f"the labels {common.MANAGED_BY_LABEL}=tenantry and "
                                 f"{common.TENANT_LABEL}, and names starting with 'tenantry-' "
                                 "or 'tenantry:', are reserved for the Tenantry operator"),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": (
+                        "request.operation == 'DELETE' || "
+                        "request.resource.resource != 'rolebindings' || "
+                        "!object.?subjects.orValue([]).exists(s, "
+                        f"(s.kind == 'Group' && s.name in {_cel_list(EVERYONE_GROUPS)}) || "
+                        f"(s.kind == 'User' && s.name in {_cel_list(EVERYONE_USERS)}))"),
+                    "message": ("subjects: a RoleBinding in a tenant namespace must not grant "
+                                "access to everyone (" + ", ".join(
+                                    (*EVERYONE_GROUPS, *EVERYONE_USERS)) + "): that opens the "
+                                "tenant to every other tenant; name the users, groups or "
+                                "ServiceAccounts to share with"),
                     "reason": "Forbidden",
                 },
             ],

@@ -7,11 +7,16 @@ import ipaddress
 import pytest
 
 from tenantry.controller.tenant import network
+from tenantry.model import cidrs
 from tenantry.model.tenant import PRIVATE_RANGES
 
-IPV4_PRIVATE = ["10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-                "172.16.0.0/12", "192.168.0.0/16"]
-IPV6_PRIVATE = ["::1/128", "fc00::/7", "fe80::/10"]
+# The model's ranges as `except` lists them: sorted, adjacent ranges merged (224/4 and 240/4
+# into 224/3; fe80::/10 and fec0::/10 into fe80::/9), ::1 inside ::/96.
+IPV4_PRIVATE = ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15",
+                "224.0.0.0/3"]
+IPV6_PRIVATE = ["::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48", "100::/64",
+                "2001::/23", "2002::/16", "fc00::/7", "fe80::/9", "ff00::/8"]
 
 
 def test_everything_ipv4_excepts_every_ipv4_private_range_sorted() -> None:
@@ -23,10 +28,26 @@ def test_everything_ipv6_excepts_every_ipv6_private_range_sorted() -> None:
 
 
 def test_the_model_ranges_are_the_ones_carved() -> None:
-    assert sorted(IPV4_PRIVATE + IPV6_PRIVATE) == sorted(PRIVATE_RANGES)
+    merged = cidrs.collapse(ipaddress.ip_network(r) for r in PRIVATE_RANGES)
+    assert [str(n) for n in merged] == IPV4_PRIVATE + IPV6_PRIVATE
 
 
-@pytest.mark.parametrize("cidr", ["203.0.113.0/24", "8.8.8.8/32", "2001:db8::/32", "2000::/3",
+@pytest.mark.parametrize("address", [
+    "0.0.0.0",  # noqa: S104 - an address probed, not bound
+    "169.254.169.254", "192.0.0.8", "198.18.0.1", "240.0.0.1", "255.255.255.255",
+    "224.0.0.1", "::", "::1", "::10.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",
+    "64:ff9b::a00:1", "64:ff9b:1::1", "2002:a00:1::1", "2001:0:a00:1::1", "fec0::1", "ff02::1",
+    "100::1",
+])
+def test_special_purpose_ranges_that_reach_private_space_are_carved(address: str) -> None:
+    """IANA special-purpose addresses that are private, the host, or embed an IPv4 address a
+    gateway may translate (IPv4-mapped, NAT64, 6to4, Teredo) are never reached by default."""
+    everything = "0.0.0.0/0" if "." in address and ":" not in address else "::/0"
+    carved = [ipaddress.ip_network(e) for e in network.private_excepts(everything, [])]
+    assert any(ipaddress.ip_address(address) in net for net in carved), address
+
+
+@pytest.mark.parametrize("cidr", ["203.0.113.0/24", "8.8.8.8/32", "2001:db8::/32", "2600::/7",
                                   "172.32.0.0/11", "100.128.0.0/9", "11.0.0.0/8"])
 def test_public_ranges_need_no_excepts(cidr: str) -> None:
     assert network.private_excepts(cidr, []) == []
@@ -34,13 +55,15 @@ def test_public_ranges_need_no_excepts(cidr: str) -> None:
 
 
 @pytest.mark.parametrize(("cidr", "excepts"), [
-    ("0.0.0.0/1", ["10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8"]),
-    ("128.0.0.0/1", ["169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16"]),
+    ("0.0.0.0/1", ["0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8"]),
+    ("128.0.0.0/1", ["169.254.0.0/16", "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16",
+                     "198.18.0.0/15", "224.0.0.0/3"]),
     ("169.0.0.0/8", ["169.254.0.0/16"]),
     ("172.0.0.0/8", ["172.16.0.0/12"]),
-    ("fc00::/6", ["fc00::/7", "fe80::/10"]),
-    ("fe00::/7", ["fe80::/10"]),
-    ("::/8", ["::1/128"]),
+    ("fc00::/6", ["fc00::/7", "fe80::/9", "ff00::/8"]),
+    ("fe00::/7", ["fe80::/9", "ff00::/8"]),
+    ("::/8", ["::/96", "::ffff:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48"]),
+    ("2000::/3", ["2001::/23", "2002::/16"]),
 ])
 def test_only_the_private_ranges_inside_the_rule_are_carved(cidr: str,
                                                             excepts: list[str]) -> None:
@@ -137,8 +160,9 @@ def test_several_approvals_combine() -> None:
     excepts = network.private_excepts(
         "0.0.0.0/0", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
                       "169.254.0.0/16", "127.0.0.0/8"])
-    assert excepts == []
-    assert network.private_excepts("::/0", ["fc00::/8"]) == ["::1/128", "fd00::/8", "fe80::/10"]
+    assert excepts == ["0.0.0.0/8", "192.0.0.0/24", "198.18.0.0/15", "224.0.0.0/3"]
+    assert network.private_excepts("::/0", ["fc00::/8"]) == [
+        e if e != "fc00::/7" else "fd00::/8" for e in IPV6_PRIVATE]
 
 
 def test_the_order_of_approvals_does_not_matter() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tenantry.controller.tenant import rbac
+from tenantry.controller.tenant import meta, rbac
 from tenantry.model import common
 from tenantry.model.tenant import Member, Role, SubjectKind, TenantSpec
 
@@ -225,3 +225,25 @@ def test_members_see_their_own_tenant_by_name_only(
     # Every member, whatever the tier.
     assert binding["subjects"] == rbac.subjects(acme.members)
     assert len(binding["subjects"]) == 4
+
+
+def test_the_operators_secret_binding_grants_its_service_account_only_that_namespace(
+        valid: Callable[[dict[str, Any]], None]) -> None:
+    binding = rbac.operator_secrets_binding(TENANT, UID, "acme-prod", "ops-system")
+    valid(binding)
+    assert binding["kind"] == "RoleBinding"  # never a ClusterRoleBinding
+    assert binding["metadata"]["namespace"] == "acme-prod"
+    assert binding["metadata"]["name"].startswith(meta.NAME_PREFIX)  # reserved: not forgeable
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                  "kind": "ClusterRole", "name": "tenantry-operator-secrets"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "tenantry-operator",
+                                    "namespace": "ops-system"}]
+    labels = binding["metadata"]["labels"]
+    # Not the tenant label: whatever counts a tenant's access (RoleBindings by that label, the
+    # revocation of access in an unfenced namespace) must not see it.
+    assert common.TENANT_LABEL not in labels
+    assert labels == {rbac.OPERATOR_ACCESS_LABEL: TENANT, common.MANAGED_BY_LABEL: "tenantry"}
+    assert binding["metadata"]["ownerReferences"][0]["uid"] == UID
+    assert rbac.is_operator_access(binding)
+    assert not any(rbac.is_operator_access(b)
+                   for b in rbac.role_bindings(TENANT, UID, "acme-prod", []))

@@ -55,6 +55,8 @@ def _post_events(body: kopf.Body, outcome: reconcile.Outcome) -> None:
         kopf.info(body, reason="NamespaceReleased",
                   message=f"namespace {name} kept (deletionPolicy Retain) without tenant "
                           "ownership")
+    for _name, message in sorted(outcome.withheld.items()):
+        kopf.warn(body, reason="IsolationIncomplete", message=message[:1024])
     for part, problems in sorted(outcome.failures.items()):
         kopf.warn(body, reason=f"{part}Failed", message="; ".join(problems)[:1024])
 
@@ -68,6 +70,9 @@ async def _reconcile_and_report(api: KubeApi, name: str, uid: str, raw_spec: Map
     outcome = await reconcile.reconcile(api, name, uid, spec, first_time=first_time)
     status = reconcile.status_of(outcome, spec, generation, dict(previous_status))
     _post_events(body, outcome)
+    wider = reconcile.newly_wider(previous_status, status)
+    if wider is not None:
+        kopf.warn(body, reason=reconcile.WIDER_THAN_ALLOW_LIST, message=wider["message"])
     return status, outcome
 
 
@@ -138,8 +143,8 @@ def _last_writer(body: Mapping[str, Any]) -> str | None:
 
 
 async def _restore(memo: kopf.Memo, tenant_name: str, index: kopf.Index[str, Any],
-                   what: str) -> None:
-    await asyncio.sleep(DRIFT_DEBOUNCE)
+                   what: str, delay: float = DRIFT_DEBOUNCE) -> None:
+    await asyncio.sleep(delay)
     memo.drift_tasks.pop(tenant_name, None)
     for uid, raw_spec, deleting in index.get(tenant_name, []):
         if deleting:
@@ -155,13 +160,19 @@ async def _restore(memo: kopf.Memo, tenant_name: str, index: kopf.Index[str, Any
         await _record(memo, tenant_name, "tenant.drift-corrected", outcome, drift=what)
         await memo.api.merge_patch(common.API_VERSION, tenant_model.KIND, tenant_name,
                                    {"status": new_status}, subresource="status")
+        # Like kopf's retry of the main handler: a refused part (a fence that cannot come back,
+        # so access stays withheld) is tried again, rather than waiting for the next resync.
+        if outcome.failures and tenant_name not in memo.drift_tasks:
+            memo.drift_tasks[tenant_name] = asyncio.create_task(
+                _restore(memo, tenant_name, index, what, delay=RETRY_DELAY))
 
 
 def _on_child_event(event: Mapping[str, Any], memo: kopf.Memo,
                     index: kopf.Index[str, Any]) -> None:
     body = event.get("object") or {}
     labels = body.get("metadata", {}).get("labels") or {}
-    tenant_name = labels.get(common.TENANT_LABEL)
+    # The operator's own Secret binding names its tenant under a label of its own (rbac.py).
+    tenant_name = labels.get(common.TENANT_LABEL) or labels.get(rbac.OPERATOR_ACCESS_LABEL)
     kind, name = body.get("kind", "object"), body.get("metadata", {}).get("name")
     if event.get("type") == "DELETED":
         what = f"{kind} {name} was deleted"
@@ -194,6 +205,13 @@ def _register_child_watch(group: str, version: str, plural: str) -> None:
 
 for _group, _version, _plural in _CHILD_RESOURCES:
     _register_child_watch(_group, _version, _plural)
+
+
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings",
+               labels={rbac.OPERATOR_ACCESS_LABEL: kopf.PRESENT}, id="drift-operator-access")
+async def watch_operator_access(*, event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
+    """The operator's Secret binding in a tenant namespace: without it, Credentials stop there."""
+    _on_child_event(event, memo, kwargs["tenants_by_name"])
 
 
 @kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterroles",

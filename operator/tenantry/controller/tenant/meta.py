@@ -38,6 +38,20 @@ def managed_labels() -> dict[str, str]:
     return {common.MANAGED_BY_LABEL: MANAGED_BY}
 
 
+def is_operator_made(obj: Mapping[str, Any], tenant_name: str) -> bool:
+    """Whether `obj` (as read from the API) is one the operator applied for `tenant_name`.
+
+    Both operator labels and the reserved name prefix: admission keeps tenants from setting the
+    labels and from using the prefix, so a tenant's own object never passes for the operator's
+    (and is therefore always checked as the tenant's).
+    """
+    metadata = obj.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    return (labels.get(common.TENANT_LABEL) == tenant_name
+            and labels.get(common.MANAGED_BY_LABEL) == MANAGED_BY
+            and str(metadata.get("name", "")).startswith(NAME_PREFIX))
+
+
 def owner_reference(tenant_name: str, tenant_uid: str) -> dict[str, Any]:
     """An ownerReference to the Tenant, so the garbage collector removes children with it.
 

@@ -4,6 +4,11 @@ A namespace is the unit of isolation, so taking one over is the most dangerous t
 operator does. The rule is simple and decided here, purely, from the labels the namespace has
 now: create what is missing, keep what is already ours, adopt an unowned namespace only when the
 spec says `adopt: true`, and never take one from another tenant or from the system.
+
+A decision read from labels is only as good as the moment it was read, so creating or adopting
+goes through `claim`: one write the API server refuses when someone got there first (a plain
+create, or an apply pinned to the resourceVersion that was read). The loser re-reads and decides
+again, which is how two tenants racing for a new namespace end with one owner and one conflict.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
+from typing import Any
 
 from tenantry.controller.tenant import meta
 from tenantry.model import common, tenant
@@ -75,6 +81,18 @@ def released_namespace(name: str) -> meta.Manifest:
     }
 
 
+def release_patch(name: str) -> dict[str, Any]:
+    """A merge patch that removes the ownership labels `released_namespace` stops asserting.
+
+    Needed because server-side apply drops a field only when no other manager owns it, and the
+    plain create that claims a namespace (`claim`) records its labels under an Update entry: the
+    patch removes them whoever else holds them.
+    """
+    kept = released_namespace(name)["metadata"]["labels"]
+    owned = namespace("", name)["metadata"]["labels"]
+    return {"metadata": {"labels": {key: None for key in sorted(owned) if key not in kept}}}
+
+
 def is_reserved(name: str) -> bool:
     """True for namespaces of the system or of the operator, which no tenant may own."""
     return name in RESERVED_NAMESPACES or name.startswith(RESERVED_PREFIXES)
@@ -102,6 +120,15 @@ class Decision:
     def may_apply(self) -> bool:
         """Whether the operator may apply the namespace and its children."""
         return self.action is not Action.CONFLICT
+
+    @property
+    def claims(self) -> bool:
+        """Whether acting on this decision first takes the namespace (CREATE or ADOPT).
+
+        A claim must be one atomic write that fails when someone else got there first (see
+        `claim`): deciding from a read and then applying would let two tenants that read the
+        same state both win, the last apply relabelling the namespace."""
+        return self.action in (Action.CREATE, Action.ADOPT)
 
 
 def decide(tenant_name: str, entry: tenant.TenantNamespace,
@@ -140,3 +167,32 @@ def decide(tenant_name: str, entry: tenant.TenantNamespace,
         Action.CONFLICT, "NamespaceExists",
         f"namespace {name} already exists and belongs to no tenant; set adopt: true on this "
         "namespace in spec.namespaces to take it over")
+
+
+# How often one reconciliation re-reads and re-decides after losing a claim before it gives up
+# for this pass (each loss means the namespace changed in between: created, labelled, adopted).
+CLAIM_ATTEMPTS = 3
+
+
+def claim(tenant_name: str, name: str, mode: tenant.EnforcementMode,
+          existing: Mapping[str, Any] | None) -> meta.Manifest:
+    """The write that takes namespace `name` for `tenant_name`, atomically.
+
+    For a namespace that did not exist (`existing` None) it is the full Namespace, meant for a
+    plain create (POST), which the API server refuses with 409 AlreadyExists when anyone created
+    it first. For one being adopted it carries the resourceVersion that was read, so the apply
+    is refused with 409 Conflict when the namespace changed since (another tenant adopted it).
+    Either way the namespace is born (or taken) with its tenant and Pod Security labels at once.
+    """
+    manifest = namespace(tenant_name, name, mode)
+    if existing is not None:
+        manifest["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+    return manifest
+
+
+def contended(tenant_name: str, name: str) -> Decision:
+    """The verdict when `CLAIM_ATTEMPTS` claims in a row were lost: touch nothing this pass."""
+    return Decision(
+        Action.CONFLICT, "NamespaceContended",
+        f"namespace {name} kept changing while tenant {tenant_name} was claiming it "
+        f"({CLAIM_ATTEMPTS} attempts); nothing applied, retrying later")

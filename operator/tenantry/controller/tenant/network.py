@@ -21,61 +21,16 @@ from typing import Any
 
 from tenantry.controller.tenant import meta
 from tenantry.model import common, tenant
+from tenantry.model.cidrs import private_excepts
 
 NAME_LABEL = "kubernetes.io/metadata.name"
-DNS_POD_LABELS = {"k8s-app": "kube-dns"}
-DNS_PORT = 53
+DNS_POD_LABELS = tenant.DNS_POD_LABELS
+DNS_PORT = tenant.DNS_PORT
 
 DEFAULT_DENY = f"{meta.NAME_PREFIX}default-deny"
 ALLOW_INTRA_TENANT = f"{meta.NAME_PREFIX}allow-intra-tenant"
 ALLOW_DNS = f"{meta.NAME_PREFIX}allow-dns"
 ALLOW_EGRESS = f"{meta.NAME_PREFIX}allow-egress"
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _network_key(net: IPNetwork) -> tuple[int, int, int]:
-    # IPv4 and IPv6 networks do not compare with each other; this key orders both.
-    return (net.version, int(net.network_address), net.prefixlen)
-
-
-def _subtract(nets: Iterable[IPNetwork], hole: IPNetwork) -> list[IPNetwork]:
-    """`nets` minus `hole`. Two CIDRs are either nested or disjoint, which keeps this simple."""
-    result: list[IPNetwork] = []
-    for net in nets:
-        if net.version != hole.version or not net.overlaps(hole):
-            result.append(net)
-        elif not net.subnet_of(hole):  # type: ignore[arg-type]  # same family, checked above
-            # The hole lies strictly inside: keep the rest of net as a minimal list of CIDRs.
-            result.extend(net.address_exclude(hole))  # type: ignore[arg-type]
-        # else: net lies inside the hole and disappears entirely.
-    return result
-
-
-def private_excepts(cidr: str, approved: Iterable[str],
-                    private: Iterable[str] = tenant.PRIVATE_RANGES) -> list[str]:
-    """The parts of `cidr` that are private and not approved, as sorted, minimal CIDRs.
-
-    These become the `except` list of the rule's ipBlock, so 0.0.0.0/0 never reaches 10/8 or the
-    cloud metadata address unless a range is approved. Only ranges of the rule's IP family count.
-    Approval may cover a private range partly (10.20.30.0/24 out of 10/8): only the approved part
-    opens. When the result is `[cidr]` itself, the whole rule is private and unapproved and
-    cannot be expressed as an ipBlock (an `except` must be strictly inside its `cidr`).
-    """
-    rule = ipaddress.ip_network(cidr)
-    blocked: list[IPNetwork] = []
-    for text in private:
-        block = ipaddress.ip_network(text)
-        if block.version != rule.version or not block.overlaps(rule):
-            continue
-        # Nested or disjoint: the overlap is the smaller of the two.
-        blocked.append(block if block.prefixlen >= rule.prefixlen else rule)
-    for text in approved:
-        blocked = _subtract(blocked, ipaddress.ip_network(text))
-    # collapse_addresses merges adjacent and nested leftovers into the fewest CIDRs. Its stub
-    # wants one concrete family; `blocked` is all of the rule's family by construction.
-    collapsed = ipaddress.collapse_addresses(blocked)  # type: ignore[type-var]
-    return [str(net) for net in sorted(collapsed, key=_network_key)]
 
 
 def ip_block(cidr: str, approved: Iterable[str]) -> dict[str, Any] | None:

@@ -43,6 +43,15 @@ tenant ClusterRole grants get/list/watch on their Tenant by name: `get` works as
 apiserver authorizes list/watch by name only when the request carries the field selector
 `metadata.name=<tenant>` (as `kubectl get tenant <name> --watch` does); a plain
 `kubectl get tenants` stays forbidden.
+
+The operator's own Secret access. The operator reads and writes Secrets (ciphertext it writes,
+sources it imports) only in tenant namespaces: ClusterRole `tenantry-operator-secrets`
+(manifests/operator/rbac.yaml) is bound nowhere cluster-wide, only by one RoleBinding of that
+name in each tenant namespace (`operator_secrets_binding`). It is not access for people: it
+carries `tenantry.dev/operator-access` instead of the tenant label (so nothing counts it among
+the tenant's bindings), is applied with the fences and is never withheld or revoked with the
+members' bindings; it is pruned with the namespace's other children. The operator needs `bind`
+on that one ClusterRole to create it (it holds no Secret permission of its own to pass on).
 """
 
 from __future__ import annotations
@@ -249,6 +258,44 @@ def role_bindings(tenant_name: str, tenant_uid: str | None, namespace: str,
             "subjects": subjects(by_role[role]),
         })
     return bindings
+
+
+OPERATOR_SECRETS = "tenantry-operator-secrets"
+"""The ClusterRole (shipped in manifests/operator/rbac.yaml) and the per-namespace RoleBinding."""
+OPERATOR_SERVICE_ACCOUNT = "tenantry-operator"
+OPERATOR_ACCESS_LABEL = f"{common.GROUP}/operator-access"
+"""Marks the operator's own binding (value: the tenant); it is listed by this label, not the
+tenant label, which marks what the tenant's people are given."""
+
+
+def operator_access_labels(tenant_name: str) -> dict[str, str]:
+    """Labels of the operator's own binding: its tenant under its own key, and managed-by (which
+    admission protects, so no tenant can edit, delete or forge it)."""
+    return {OPERATOR_ACCESS_LABEL: tenant_name, **meta.managed_labels()}
+
+
+def is_operator_access(obj: Mapping[str, Any]) -> bool:
+    """Whether `obj` (a manifest) is the operator's own binding rather than people's access."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return obj.get("kind") == "RoleBinding" and OPERATOR_ACCESS_LABEL in labels
+
+
+def operator_secrets_binding(tenant_name: str, tenant_uid: str | None, namespace: str,
+                             operator_namespace: str) -> meta.Manifest:
+    """The RoleBinding that lets the operator's ServiceAccount (in `operator_namespace`) handle
+    Secrets in tenant namespace `namespace`, and nowhere else (see the module docstring)."""
+    metadata: dict[str, Any] = {"name": OPERATOR_SECRETS, "namespace": namespace,
+                                "labels": operator_access_labels(tenant_name)}
+    if tenant_uid is not None:
+        metadata["ownerReferences"] = [meta.owner_reference(tenant_name, tenant_uid)]
+    return {
+        "apiVersion": RBAC_API_VERSION,
+        "kind": "RoleBinding",
+        "metadata": metadata,
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": OPERATOR_SECRETS},
+        "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SERVICE_ACCOUNT,
+                      "namespace": operator_namespace}],
+    }
 
 
 def tenant_view_name(tenant_name: str) -> str:

@@ -1,10 +1,22 @@
-"""Reconcile one Tenant: decide namespace ownership, apply children in order, prune, report.
+"""Reconcile one Tenant: claim namespaces, apply children in order, prune, report.
 
 This is the I/O shell around the pure builders of this package: it reads what exists, asks the
 builders what should exist, server-side applies the difference under one field manager, and
 turns the outcome into status conditions. Safe to run any number of times (every step is
 idempotent), which is what lets kopf retry it, the drift watch re-run it, and a restarted
 operator resume it.
+
+Two rules guard the dangerous moments. A namespace is taken (created or adopted) by one atomic
+write that fails when another tenant got there first (`claim_namespace`), never by deciding
+from a read and applying: every tenant shares one field manager, so the last apply would win.
+And access follows isolation per namespace: RoleBindings are applied in a namespace only when
+all of its fences (the Namespace, NetworkPolicies, ResourceQuota, LimitRange) applied in the
+same pass (`_withhold_access`). The operator's own Secret binding in each namespace is applied
+with the fences and is not access: it is never withheld or revoked with the members' bindings.
+
+It also reports, without blocking anything, on the NetworkPolicies tenants wrote themselves:
+admission refuses a policy wider than the Tenant's allow-list when it is written, but narrowing
+the allow-list later can leave existing ones wider (`TenantNetworkPolicies` condition).
 """
 
 from __future__ import annotations
@@ -12,12 +24,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from tenantry.controller import conditions
+from tenantry.admission import networkpolicy
+from tenantry.admission.violation import Violation
+from tenantry.controller import conditions, kubeapi
+from tenantry.controller.credential import custody
 from tenantry.controller.kubeapi import ApiError, KubeApi
-from tenantry.controller.tenant import desired, meta, namespaces
+from tenantry.controller.tenant import desired, meta, namespaces, rbac
 from tenantry.model import tenant
 
 logger = logging.getLogger(__name__)
@@ -33,12 +48,102 @@ PART_OF_KIND = {
     "ClusterRoleBinding": "RBAC",
 }
 PARTS = ("Namespaces", "NetworkPolicies", "Quotas", "RBAC")
+# A report on the tenant's own NetworkPolicies: shown, never part of Ready (nothing the operator
+# applies is wrong, and a tenant's policy must not take its Tenant down).
+POLICY_REPORT = "TenantNetworkPolicies"
+WIDER_THAN_ALLOW_LIST = "WiderThanAllowList"
+_REPORTED_POLICIES = 5
+_REPORT_ENTRY_LENGTH = 200
+_REPORT_LENGTH = 1024
 
 # Apply stages: isolation before access (see desired.py); roles before the bindings that point
 # at them (binding a role that does not exist yet fails RBAC's escalation check). Objects within
-# a stage go in parallel.
+# a stage go in parallel. The operator's own Secret binding goes with the fences (its ClusterRole
+# is shipped in manifests/, and the operator may bind it by name).
 _STAGE_OF_KIND = {"Namespace": 0, "NetworkPolicy": 1, "ResourceQuota": 1, "LimitRange": 1,
                   "ClusterRole": 2, "RoleBinding": 3, "ClusterRoleBinding": 3}
+_FENCE_STAGE = _STAGE_OF_KIND["NetworkPolicy"]
+
+
+def _stage(obj: meta.Manifest) -> int:
+    if rbac.is_operator_access(obj):
+        return _FENCE_STAGE
+    return _STAGE_OF_KIND.get(obj["kind"], 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class WiderPolicy:
+    """A NetworkPolicy a tenant wrote that is wider than its Tenant allows, and the first way."""
+
+    namespace: str
+    name: str
+    violation: Violation
+
+    def __str__(self) -> str:
+        text = f"{self.namespace}/{self.name}: {self.violation.field_path} {self.violation.message}"
+        if len(text) <= _REPORT_ENTRY_LENGTH:
+            return text
+        return text[:_REPORT_ENTRY_LENGTH - 3] + "..."
+
+
+def wider_policies(policies: Iterable[Mapping[str, Any]], spec: tenant.TenantSpec,
+                   tenant_name: str, tenant_namespaces: Collection[str]) -> list[WiderPolicy]:
+    """The policies (as read from the API) that the operator did not make and that open more
+    than `spec` allows, each with its first violation, sorted (pure)."""
+    found = []
+    for policy in policies:
+        if meta.is_operator_made(policy, tenant_name):
+            continue
+        violations = networkpolicy.check_network_policy(
+            policy, spec, tenant_name=tenant_name, tenant_namespaces=tenant_namespaces)
+        if violations:
+            found.append(WiderPolicy(policy["metadata"].get("namespace", ""),
+                                     policy["metadata"]["name"], violations[0]))
+    return sorted(found, key=lambda w: (w.namespace, w.name))
+
+
+def policy_report(outcome: Outcome, generation: int | None) -> dict[str, Any]:
+    """The `TenantNetworkPolicies` condition (pure); bounded, whatever the number of policies."""
+    if outcome.wider:
+        message = (f"{len(outcome.wider)} NetworkPolicies written in the tenant's namespaces "
+                   "are wider than its egress allow-list and namespaces (their next update is "
+                   "refused; narrow or delete them): ")
+        tail = f"; and {len(outcome.wider)} more"  # room for the longest possible tail
+        shown = 0
+        for wider in outcome.wider[:_REPORTED_POLICIES]:
+            entry = ("; " if shown else "") + str(wider)
+            if len(message) + len(entry) + len(tail) > _REPORT_LENGTH:
+                break
+            message += entry
+            shown += 1
+        if shown < len(outcome.wider):
+            message += f"; and {len(outcome.wider) - shown} more"
+        return conditions.condition(POLICY_REPORT, "False", WIDER_THAN_ALLOW_LIST, message,
+                                    generation=generation)
+    if outcome.policies_unchecked:
+        return conditions.condition(POLICY_REPORT, "Unknown", "ListFailed",
+                                    "; ".join(outcome.policies_unchecked)[:_REPORT_LENGTH],
+                                    generation=generation)
+    return conditions.condition(
+        POLICY_REPORT, "True", "WithinAllowList",
+        f"{outcome.policies_checked} NetworkPolicies written in the tenant's namespaces, all "
+        "within its allow-list", generation=generation)
+
+
+def newly_wider(previous: Mapping[str, Any] | None,
+                current: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The policy report of `current` status when it is worth a Warning event: it turned False,
+    or names other policies than before. None otherwise, so a resync repeats no event."""
+    def report(status: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        return next((c for c in (status or {}).get("conditions") or []
+                     if c.get("type") == POLICY_REPORT), None)
+
+    now, before = report(current), report(previous)
+    if now is None or now["status"] != "False":
+        return None
+    if before and before.get("status") == "False" and before.get("message") == now["message"]:
+        return None
+    return now
 
 
 @dataclasses.dataclass
@@ -49,57 +154,177 @@ class Outcome:
     failures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     deleted: list[str] = dataclasses.field(default_factory=list)
     released: list[str] = dataclasses.field(default_factory=list)
+    withheld: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Namespaces given no access this pass because a fence failed -> why (for status)."""
+    revoked: list[str] = dataclasses.field(default_factory=list)
+    """RoleBindings deleted because a fence of their namespace is missing altogether."""
+    wider: list[WiderPolicy] = dataclasses.field(default_factory=list)
+    """The tenant's own NetworkPolicies that open more than its spec allows now."""
+    policies_checked: int = 0
+    policies_unchecked: list[str] = dataclasses.field(default_factory=list)
+    """Namespaces whose NetworkPolicies could not be listed, with the error."""
 
     def fail(self, part: str, message: str) -> None:
         self.failures.setdefault(part, []).append(message)
 
 
-def _selector(tenant_name: str) -> str:
+def _selector(tenant_name: str, labels: Mapping[str, str] | None = None) -> str:
     """What the operator applied for this tenant: both of its labels, never the tenant label
     alone. A namespace (or object) an admin merely labelled for a tenant is never pruned, so
     nothing the operator did not make is deleted or released behind someone's back."""
-    return ",".join(f"{key}={value}" for key, value in meta.tenant_labels(tenant_name).items())
+    chosen = meta.tenant_labels(tenant_name) if labels is None else labels
+    return ",".join(f"{key}={value}" for key, value in chosen.items())
 
 
 async def applied_children(api: KubeApi, tenant_name: str) -> list[meta.ObjectRef]:
-    """Everything carrying this tenant's label now, across all child kinds."""
+    """Everything carrying this tenant's label now, across all child kinds, and the operator's
+    own Secret bindings in its namespaces (labelled apart, see `rbac.operator_access_labels`)."""
+    kinds = [*desired.CHILD_KINDS, (rbac.RBAC_API_VERSION, "RoleBinding")]
+    selectors = [_selector(tenant_name)] * len(desired.CHILD_KINDS) + [
+        _selector(tenant_name, rbac.operator_access_labels(tenant_name))]
     listings = await asyncio.gather(*(
-        api.list(api_version, kind, all_namespaces=True, label_selector=_selector(tenant_name))
-        for api_version, kind in desired.CHILD_KINDS
+        api.list(api_version, kind, all_namespaces=True, label_selector=selector)
+        for (api_version, kind), selector in zip(kinds, selectors, strict=True)
     ))
     refs = []
-    for (api_version, kind), items in zip(desired.CHILD_KINDS, listings, strict=True):
+    for (api_version, kind), items in zip(kinds, listings, strict=True):
         for item in items:
             refs.append(meta.ref({"apiVersion": api_version, "kind": kind, **item}))
     return refs
 
 
-async def decide_namespaces(api: KubeApi, tenant_name: str,
-                            spec: tenant.TenantSpec) -> dict[str, namespaces.Decision]:
-    existing = await asyncio.gather(*(api.get("v1", "Namespace", entry.name)
-                                      for entry in spec.namespaces))
-    return {
-        entry.name: namespaces.decide(
-            tenant_name, entry,
-            None if found is None else (found["metadata"].get("labels") or {}))
-        for entry, found in zip(spec.namespaces, existing, strict=True)
-    }
+def _labels(found: dict[str, Any] | None) -> dict[str, str] | None:
+    return None if found is None else dict(found["metadata"].get("labels") or {})
 
 
-async def _apply_all(api: KubeApi, objects: Sequence[meta.Manifest], outcome: Outcome) -> None:
+async def claim_namespace(api: KubeApi, tenant_name: str, entry: tenant.TenantNamespace,
+                          mode: tenant.EnforcementMode) -> tuple[namespaces.Decision, str | None]:
+    """Decide on one namespace and, to create or adopt it, take it atomically.
+
+    Create is a plain POST (create-if-absent) and adoption an apply carrying the resourceVersion
+    that was read, so of several tenants deciding at once exactly one write succeeds; a loser
+    gets 409, re-reads and decides again from what the winner left (normally: owned by another
+    tenant, a conflict). Returns the decision and, when this pass could not settle it, a failure
+    message (the handler retries). Nothing else touches the namespace before its claim succeeds.
+    """
+    found = await api.get("v1", "Namespace", entry.name)
+    for _attempt in range(namespaces.CLAIM_ATTEMPTS):
+        decision = namespaces.decide(tenant_name, entry, _labels(found))
+        if not decision.claims:
+            return decision, None
+        manifest = namespaces.claim(tenant_name, entry.name, mode, found)
+        try:
+            if found is None:
+                await api.create(manifest, field_manager=kubeapi.FIELD_MANAGER)
+            else:
+                await api.apply(manifest)
+        except ApiError as error:
+            if error.status != 409:
+                message = (f"claiming namespace {entry.name}: {error.reason or error.status}: "
+                           f"{error.message}")
+                return namespaces.Decision(namespaces.Action.CONFLICT, "NamespaceClaimFailed",
+                                           message), message
+            found = await api.get("v1", "Namespace", entry.name)
+            continue
+        return decision, None
+    lost = namespaces.contended(tenant_name, entry.name)
+    return lost, lost.message
+
+
+async def claim_namespaces(api: KubeApi, tenant_name: str, spec: tenant.TenantSpec) -> Outcome:
+    """An Outcome holding the decision for every namespace of the spec, claims taken."""
+    claims = await asyncio.gather(*(claim_namespace(api, tenant_name, entry,
+                                                    spec.pod_security.mode)
+                                    for entry in spec.namespaces))
+    outcome = Outcome(decisions={})
+    for entry, (decision, failure) in zip(spec.namespaces, claims, strict=True):
+        outcome.decisions[entry.name] = decision
+        if failure:
+            outcome.fail("Namespaces", failure)
+    return outcome
+
+
+async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest],
+                       outcome: Outcome) -> list[meta.ObjectRef]:
+    """Apply objects in parallel; record and return the ones the cluster refused."""
+    results = await asyncio.gather(*(api.apply(obj) for obj in objects),
+                                   return_exceptions=True)
+    failed = []
+    for obj, result in zip(objects, results, strict=True):
+        if isinstance(result, ApiError):
+            outcome.fail(PART_OF_KIND.get(obj["kind"], "RBAC"),
+                         f"{meta.ref(obj)}: {result.reason or result.status}: "
+                         f"{result.message}")
+            failed.append(meta.ref(obj))
+        elif isinstance(result, BaseException):
+            raise result
+    return failed
+
+
+async def _apply_all(api: KubeApi, tenant_name: str, objects: Sequence[meta.Manifest],
+                     outcome: Outcome) -> None:
     stages: dict[int, list[meta.Manifest]] = {}
     for obj in objects:
-        stages.setdefault(_STAGE_OF_KIND.get(obj["kind"], 3), []).append(obj)
+        stages.setdefault(_stage(obj), []).append(obj)
+    failed: list[meta.ObjectRef] = []
     for stage in sorted(stages):
-        results = await asyncio.gather(*(api.apply(obj) for obj in stages[stage]),
-                                       return_exceptions=True)
-        for obj, result in zip(stages[stage], results, strict=True):
-            if isinstance(result, ApiError):
-                outcome.fail(PART_OF_KIND.get(obj["kind"], "RBAC"),
-                             f"{meta.ref(obj)}: {result.reason or result.status}: "
-                             f"{result.message}")
-            elif isinstance(result, BaseException):
-                raise result
+        # Fences come in earlier stages, so by the access stage every failed fence is known.
+        batch = desired.withhold_access(stages[stage], desired.unfenced(failed))
+        failed += await _apply_stage(api, batch, outcome)
+    gaps = desired.unfenced(failed)
+    if gaps:
+        await _withhold_access(api, tenant_name, objects, gaps, outcome)
+
+
+async def _withhold_access(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest],
+                           gaps: dict[str, list[meta.ObjectRef]], outcome: Outcome) -> None:
+    """Report the namespaces left without access; revoke it where a fence is missing.
+
+    Existing bindings stay while every failed fence still stands in an older version (the
+    namespace is fenced; revoking would turn one refused update into an outage for the whole
+    tenant). Where a fence is gone (a default-deny deleted and its re-creation refused, a quota
+    that never existed), the namespace is open, so the tenant's RoleBindings there are deleted:
+    fail closed. The next pass that applies every fence binds again.
+    """
+    by_ref = {meta.ref(obj): obj for obj in wanted}
+    for name, refs in gaps.items():
+        live = await asyncio.gather(*(api.get(ref.api_version, ref.kind, ref.name,
+                                              ref.namespace or None) for ref in refs),
+                                    return_exceptions=True)
+        missing = []
+        for ref, found in zip(refs, live, strict=True):
+            if isinstance(found, BaseException) and not isinstance(found, ApiError):
+                raise found
+            # A fence that cannot even be read is treated as missing.
+            if isinstance(found, ApiError) or not desired.fence_in_place(by_ref[ref], found):
+                missing.append(ref)
+        message = (f"no access granted in namespace {name} until its isolation applies: "
+                   f"{', '.join(str(ref) for ref in refs)} failed")
+        if missing:
+            revoked = await _revoke_access(api, tenant_name, name, outcome)
+            message += (f"; {', '.join(str(ref) for ref in missing)} missing, so the "
+                        f"tenant's existing RoleBindings there were removed ({revoked})")
+        outcome.withheld[name] = message
+
+
+async def _revoke_access(api: KubeApi, tenant_name: str, namespace: str,
+                         outcome: Outcome) -> int:
+    try:
+        bindings = await api.list(rbac.RBAC_API_VERSION, "RoleBinding", namespace,
+                                  label_selector=_selector(tenant_name))
+    except ApiError as error:
+        outcome.fail("RBAC", f"listing RoleBindings in {namespace} to revoke them: {error}")
+        return 0
+    count = 0
+    for binding in bindings:
+        ref = meta.ref({"apiVersion": rbac.RBAC_API_VERSION, "kind": "RoleBinding", **binding})
+        try:
+            if await api.delete(ref.api_version, ref.kind, ref.name, namespace):
+                outcome.revoked.append(str(ref))
+                count += 1
+        except ApiError as error:
+            outcome.fail("RBAC", f"revoking {ref}: {error}")
+    return count
 
 
 async def _prune(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest],
@@ -115,6 +340,7 @@ async def _prune(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest]
     for name in plan.release:
         try:
             await api.apply(namespaces.released_namespace(name))
+            await api.merge_patch("v1", "Namespace", name, namespaces.release_patch(name))
             outcome.released.append(name)
         except ApiError as error:
             outcome.fail("Namespaces", f"releasing namespace {name}: {error}")
@@ -127,14 +353,38 @@ async def reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
     `first_time` (no generation observed yet) skips pruning: nothing of an older spec can
     exist, and listing seven kinds cluster-wide per new tenant dominates a mass rollout.
     """
-    decisions = await decide_namespaces(api, tenant_name, spec)
-    outcome = Outcome(decisions=decisions)
-    granted = {name for name, decision in decisions.items() if decision.may_apply}
-    wanted = desired.desired_objects(tenant_name, tenant_uid, spec, granted=granted)
-    await _apply_all(api, wanted, outcome)
+    outcome = await claim_namespaces(api, tenant_name, spec)
+    granted = {name for name, decision in outcome.decisions.items() if decision.may_apply}
+    wanted = desired.desired_objects(tenant_name, tenant_uid, spec, granted=granted,
+                                     operator_namespace=custody.operator_namespace())
+    await _apply_all(api, tenant_name, wanted, outcome)
     if not first_time:
         await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome)
+    await _check_tenant_policies(api, tenant_name, spec, granted, outcome)
     return outcome
+
+
+async def _check_tenant_policies(api: KubeApi, tenant_name: str, spec: tenant.TenantSpec,
+                                 granted: Collection[str], outcome: Outcome) -> None:
+    """List the NetworkPolicies in the tenant's namespaces and check the ones it wrote."""
+    names = desired.tenant_namespaces(spec, granted)
+    # A namespace created in this very pass holds only what the operator just applied.
+    listed = [name for name in names
+              if outcome.decisions[name].action is not namespaces.Action.CREATE]
+    listings = await asyncio.gather(*(api.list("networking.k8s.io/v1", "NetworkPolicy", name)
+                                      for name in listed), return_exceptions=True)
+    policies: list[dict[str, Any]] = []
+    for name, listing in zip(listed, listings, strict=True):
+        if isinstance(listing, ApiError):
+            outcome.policies_unchecked.append(f"listing NetworkPolicies in {name}: {listing}")
+        elif isinstance(listing, BaseException):
+            raise listing
+        else:
+            policies.extend({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                             **item} for item in listing)
+    outcome.policies_checked = sum(1 for p in policies
+                                   if not meta.is_operator_made(p, tenant_name))
+    outcome.wider = wider_policies(policies, spec, tenant_name, names)
 
 
 async def finalize(api: KubeApi, tenant_name: str, spec: tenant.TenantSpec) -> Outcome:
@@ -154,14 +404,18 @@ def audit_summary(outcome: Outcome) -> dict[str, Any]:
         summary["deleted"] = sorted(outcome.deleted)
     if outcome.released:
         summary["released"] = sorted(outcome.released)
+    if outcome.withheld:
+        summary["accessWithheld"] = sorted(outcome.withheld)
+    if outcome.revoked:
+        summary["revoked"] = sorted(outcome.revoked)
     if outcome.failures:
         summary["failedParts"] = sorted(outcome.failures)
     return summary
 
 
 def changed_anything(outcome: Outcome) -> bool:
-    """Whether the reconciliation created, adopted, pruned or released something."""
-    return bool(outcome.deleted or outcome.released or any(
+    """Whether the reconciliation created, adopted, pruned, released or revoked something."""
+    return bool(outcome.deleted or outcome.released or outcome.revoked or any(
         decision.action in (namespaces.Action.CREATE, namespaces.Action.ADOPT)
         for decision in outcome.decisions.values()))
 
@@ -174,11 +428,16 @@ def status_of(outcome: Outcome, spec: tenant.TenantSpec, generation: int | None,
     for part in PARTS:
         problems = list(outcome.failures.get(part, []))
         if part == "Namespaces":
-            problems = [d.message for d in conflicts] + problems
+            # A claim that failed is both a decision and a failure: say it once.
+            problems = list(dict.fromkeys([d.message for d in conflicts] + problems))
+        if part == "RBAC":
+            problems = [message for _, message in sorted(outcome.withheld.items())] + problems
         if problems:
             reason = ("NamespaceConflict" if part == "Namespaces" and conflicts
+                      else "IsolationIncomplete" if part == "RBAC" and outcome.withheld
                       else "ApplyFailed")
-            if len(conflicts) == 1 and part == "Namespaces" and not outcome.failures.get(part):
+            if (len(conflicts) == 1 and part == "Namespaces"
+                    and len(problems) == 1):
                 reason = conflicts[0].reason
             parts.append(conditions.condition(part, "False", reason, "; ".join(problems),
                                               generation=generation))
@@ -186,14 +445,19 @@ def status_of(outcome: Outcome, spec: tenant.TenantSpec, generation: int | None,
             parts.append(conditions.condition(part, "True", "Applied", "",
                                               generation=generation))
     ready = conditions.summarize(parts, generation=generation)
+    report = policy_report(outcome, generation)
     namespace_status = [
         {"name": name, "ready": decision.may_apply and not outcome.failures.get("Namespaces"),
          "reason": decision.reason, "message": decision.message[:1024]}
+        if name not in outcome.withheld else
+        {"name": name, "ready": False, "reason": "IsolationIncomplete",
+         "message": outcome.withheld[name][:1024]}
         for name, decision in sorted(outcome.decisions.items())
     ]
     return {
         "observedGeneration": generation,
-        "conditions": conditions.merge((previous or {}).get("conditions"), [ready, *parts]),
+        "conditions": conditions.merge((previous or {}).get("conditions"),
+                                       [ready, *parts, report]),
         "namespaces": namespace_status,
         "namespaceCount": sum(1 for d in outcome.decisions.values() if d.may_apply),
         "memberCount": len(spec.members),
