@@ -8,7 +8,8 @@ One run, one local control plane, one webhook process (`tenantry webhook run`, c
     keep-alive connection; p50/p99 of each, the added latency and the ratio;
   - throughput: creates/s with C concurrent clients, in alternating blocks (plain, tenant,
     plain, tenant) so that drift in machine load hits both sides alike;
-  - the webhook alone: AdmissionReviews/s posted straight to it with C clients.
+  - the webhook alone: AdmissionReviews/s posted straight to it with C clients (presenting the
+    apiserver's webhook client certificate, as the webhook requires).
 Dry runs are admitted (and reviewed) like real creates but store nothing.
 
     .venv/bin/python bench/bench_webhook.py [--requests 1000] [--concurrency 8]
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantry import kube
-from tenantry.devcluster.cluster import LocalControlPlane
+from tenantry.devcluster.cluster import WEBHOOK_CLIENT_CN, LocalControlPlane
 from tenantry.devcluster.devenv import install_crds, start_webhook
 from tenantry.devcluster.process import wait_until
 from tenantry.model import common
@@ -183,7 +184,8 @@ def main() -> None:
         install_crds(plane.admin_kubeconfig)
         prepare(plane)
         workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-"))
-        webhook = start_webhook(plane.admin_kubeconfig, workdir)
+        webhook = start_webhook(plane.admin_kubeconfig, workdir,
+                                client_ca=plane.webhook_client_ca, client_cns=[WEBHOOK_CLIENT_CN])
         try:
             context = admin_context(plane)
             client = Client(plane.port, context)
@@ -215,6 +217,9 @@ def main() -> None:
                                .rsplit(":", 1)[1])
             direct_context = ssl.create_default_context(
                 cafile=str(workdir / "webhook-certs" / "ca.crt"))
+            # The webhook answers only the apiserver: post with its client certificate.
+            direct_context.load_cert_chain(str(plane.webhook_client_cert),
+                                           str(plane.webhook_client_key))
             direct = throughput(webhook_port, direct_context,
                                 {"direct": "/validate/workloads"},
                                 {"direct": review_body(TENANT_NS)}, args.concurrency,

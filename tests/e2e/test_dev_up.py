@@ -59,6 +59,8 @@ def test_dev_up_starts_everything_and_cleans_up() -> None:
     assert "CRDs installed" in result.stderr
     assert "applied 1 sample object(s)" in result.stderr
     assert "sample tenant(s) Ready: acme" in result.stderr
+    # The webhook answers only the apiserver, which authenticates with its client certificate.
+    assert "admission webhook running, for the apiserver only" in result.stderr
     # Everything it started is gone, files included.
     assert not Path(kubeconfig.group(1)).exists()
     workdir = str(Path(kubeconfig.group(1)).parent)

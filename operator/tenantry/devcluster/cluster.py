@@ -4,6 +4,12 @@ Everything runs from the cached binaries of `build`, in a temporary directory, o
 TLS, RBAC, admission webhooks and ValidatingAdmissionPolicy on. There is no kubelet and no
 kube-proxy: pods are stored and admitted, never run. Use it as a context manager, or `start()` and
 `stop()`; child processes die with us even when we are killed (see `process`).
+
+The apiserver authenticates to admission webhooks the way a real cluster should be configured
+(README, "Webhook client authentication"): an AdmissionConfiguration whose webhook plugins name a
+kubeconfig holding a client certificate. That certificate is signed by a CA of its own
+(`webhook_client_ca`), which signs nothing else: a webhook trusting it trusts the apiserver only,
+never the users whose client certificates the cluster CA signs.
 """
 
 from __future__ import annotations
@@ -29,6 +35,16 @@ from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
 ADMIN_USER = "tenantry-admin"
 ADMIN_GROUPS = ("system:masters",)
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+WEBHOOK_CLIENT_CN = "kube-apiserver-webhook-client"
+"""The CN of the client certificate the apiserver presents to admission webhooks."""
+
+# DenyServiceExternalIPs: nobody may set Service externalIPs (CVE-2020-8554, traffic to any IP
+# hijacked by whoever can create a Service); real clusters should enable it too (README).
+ADMISSION_PLUGINS = (
+    "NamespaceLifecycle", "LimitRanger", "ServiceAccount", "PodSecurity", "ResourceQuota",
+    "DefaultStorageClass", "DenyServiceExternalIPs", "MutatingAdmissionWebhook",
+    "ValidatingAdmissionWebhook", "ValidatingAdmissionPolicy",
+)
 
 # Controllers we need: namespace deletion finishes, owner references cascade, every namespace gets
 # its default ServiceAccount and kube-root-ca.crt, built-in admin/edit/view roles are aggregated,
@@ -84,6 +100,40 @@ def kubeconfig_document(server: str, ca_pem: bytes, client: pki.KeyPair,
     }
 
 
+def webhook_client_kubeconfig_document(client: pki.KeyPair,
+                                       webhook: str = "*") -> dict[str, Any]:
+    """The kubeconfig an AdmissionConfiguration names: credentials the apiserver presents to
+    webhooks. `webhook` is the host (and port, unless 443) of a webhook's URL or Service DNS
+    name, a `*.`-prefixed wildcard of one, or "*" for every webhook. Only `users` is read; no
+    current-context, so no other webhook falls back to these credentials unless named."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "users": [{
+            "name": webhook,
+            "user": {
+                "client-certificate-data": _b64(client.cert_pem),
+                "client-key-data": _b64(client.key_pem),
+            },
+        }],
+    }
+
+
+def admission_configuration_document(webhook_kubeconfig: Path) -> dict[str, Any]:
+    """An AdmissionConfiguration (for --admission-control-config-file) whose validating and
+    mutating webhook plugins authenticate with the credentials in `webhook_kubeconfig`."""
+    if not webhook_kubeconfig.is_absolute():
+        raise ValueError(f"kubeConfigFile must be an absolute path, not {webhook_kubeconfig}")
+    plugin = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "WebhookAdmissionConfiguration",
+              "kubeConfigFile": str(webhook_kubeconfig)}
+    return {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [{"name": name, "configuration": dict(plugin)}
+                    for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")],
+    }
+
+
 def _safe_file_name(user: str, groups: Sequence[str]) -> str:
     raw = "-".join([user, *groups])
     return re.sub(r"[^A-Za-z0-9_.-]", "_", raw)[:120]
@@ -104,6 +154,12 @@ class LocalControlPlane:
         self.port = 0
         self.ca: pki.KeyPair | None = None
         self.admin_kubeconfig = self.workdir / "admin.kubeconfig"
+        # The CA a webhook trusts to authenticate the apiserver (its `--client-ca-file`), and
+        # the apiserver's client certificate for webhooks (CN `WEBHOOK_CLIENT_CN`), for tests
+        # that speak to a webhook as the apiserver does.
+        self.webhook_client_ca = self.workdir / "webhook-client-ca.crt"
+        self.webhook_client_cert = self.workdir / "webhook-client.crt"
+        self.webhook_client_key = self.workdir / "webhook-client.key"
         self.timings: Timings | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -195,6 +251,21 @@ class LocalControlPlane:
         admin = pki.make_client_cert(self.ca, ADMIN_USER, ADMIN_GROUPS)
         self._write("admin.crt", admin.cert_pem)
         self._write("admin.key", admin.key_pem)
+        self._write_webhook_client()
+
+    def _write_webhook_client(self) -> None:
+        """The apiserver's credentials for admission webhooks, under a CA of their own."""
+        client_ca = pki.make_ca("tenantry-dev-webhook-client-ca")
+        self._write(self.webhook_client_ca.name, client_ca.cert_pem)
+        self._write("webhook-client-ca.key", client_ca.key_pem)
+        client = pki.make_client_cert(client_ca, WEBHOOK_CLIENT_CN)
+        self._write(self.webhook_client_cert.name, client.cert_pem)
+        self._write(self.webhook_client_key.name, client.key_pem)
+        # Ports are free ones, different on every start: one entry for every webhook.
+        kubeconfig = self._write("webhook-client.kubeconfig", yaml.safe_dump(
+            webhook_client_kubeconfig_document(client)).encode())
+        self._write("admission-configuration.yaml", yaml.safe_dump(
+            admission_configuration_document(kubeconfig.resolve())).encode())
 
     def _spawn(self, name: str, argv: list[str]) -> ManagedProcess:
         process = ManagedProcess(name, argv, self._path(f"{name}.log"))
@@ -243,9 +314,8 @@ class LocalControlPlane:
             f"--tls-private-key-file={self._path('apiserver.key')}",
             f"--client-ca-file={self._path('ca.crt')}",
             "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
-            "PodSecurity,ResourceQuota,DefaultStorageClass,MutatingAdmissionWebhook,"
-            "ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+            f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}",
+            f"--admission-control-config-file={self._path('admission-configuration.yaml')}",
             # Real clusters allow privileged pods at the apiserver and leave refusing them to
             # admission: we must see such pods to prove our webhook refuses them.
             "--allow-privileged=true",

@@ -2,6 +2,12 @@
 
 Without a configured cluster: a local control plane and PostgreSQL, then the CRDs and the
 samples. With a kubeconfig given, that cluster is used instead and no control plane is started.
+
+The admission webhook accepts reviews only from the apiserver, proven by its webhook client
+certificate. Our control plane is configured for that; a given cluster's apiserver is not ours to
+configure, so the webhook starts there only when told which CA signs that apiserver's webhook
+client certificate ($TENANTRY_WEBHOOK_CLIENT_CA, and optionally its CN in
+$TENANTRY_WEBHOOK_CLIENT_CN).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from kubernetes import client
 
 from tenantry import kube
 from tenantry.crypto import cli as crypto_cli
-from tenantry.devcluster.cluster import LocalControlPlane
+from tenantry.devcluster.cluster import WEBHOOK_CLIENT_CN, LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
 from tenantry.ledger import migrations
@@ -97,10 +103,12 @@ def start_operator(kubeconfig: Path, log_dir: Path,
 
 
 def start_webhook(kubeconfig: Path, log_dir: Path,
-                  options: Sequence[str] = ("--no-ledger",)) -> ManagedProcess:
+                  options: Sequence[str] = ("--no-ledger",), *, client_ca: Path,
+                  client_cns: Sequence[str] = ()) -> ManagedProcess:
     """`tenantry webhook run` as a child process, ready once it answers /readyz over its TLS.
 
-    There are no Services here: the apiserver calls it at https://127.0.0.1:PORT. It keeps its
+    There are no Services here: the apiserver calls it at https://127.0.0.1:PORT, presenting a
+    client certificate signed by `client_ca` (with a CN of `client_cns`, if given). It keeps its
     certificates in a Secret of tenantry-system, so that namespace must exist.
     """
     api = kube.api_client(kubeconfig)
@@ -117,6 +125,7 @@ def start_webhook(kubeconfig: Path, log_dir: Path,
         "webhook",
         [sys.executable, "-m", "tenantry", "webhook", "run", "--kubeconfig", str(kubeconfig),
          "--listen", f"127.0.0.1:{port}", "--url", url, "--cert-dir", str(cert_dir),
+         "--client-ca-file", str(client_ca), *(f"--client-cn={cn}" for cn in client_cns),
          *options],
         log_dir / "webhook.log",
     )
@@ -133,6 +142,18 @@ def start_webhook(kubeconfig: Path, log_dir: Path,
         process.stop()
         raise
     return process
+
+
+def webhook_client(control_plane: LocalControlPlane | None) -> tuple[Path, list[str]] | None:
+    """(client CA, allowed CNs) the webhook authenticates the apiserver with; None when unknown
+    (a given cluster, and $TENANTRY_WEBHOOK_CLIENT_CA unset)."""
+    if control_plane is not None:
+        return control_plane.webhook_client_ca, [WEBHOOK_CLIENT_CN]
+    ca = os.environ.get("TENANTRY_WEBHOOK_CLIENT_CA")
+    if not ca:
+        return None
+    cn = os.environ.get("TENANTRY_WEBHOOK_CLIENT_CN")
+    return Path(ca).expanduser(), [cn] if cn else []
 
 
 def wait_for_tenants(kubeconfig: Path, names: list[str], timeout: float = 60.0) -> None:
@@ -191,11 +212,21 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
             _say(f"operator running (log: {operator.log_path})")
             ledger = operator_options.index("--ledger-dsn-file") \
                 if "--ledger-dsn-file" in operator_options else None
-            webhook = start_webhook(kubeconfig, state_dir, ["--no-ledger"] if ledger is None
-                                    else [*operator_options[ledger:ledger + 2],
-                                          "--ledger-spool", str(state_dir / "webhook-spool")])
-            stack.callback(webhook.stop)
-            _say(f"admission webhook running (log: {webhook.log_path})")
+            client = webhook_client(control_plane)
+            if client is None:
+                _say("admission webhook NOT started: it accepts reviews only from an apiserver "
+                     "that authenticates with a client certificate, and this cluster's is not "
+                     "ours to configure; set TENANTRY_WEBHOOK_CLIENT_CA=FILE (the CA of its "
+                     "webhook client certificate; README, 'Webhook client authentication')")
+            else:
+                webhook = start_webhook(
+                    kubeconfig, state_dir, ["--no-ledger"] if ledger is None
+                    else [*operator_options[ledger:ledger + 2],
+                          "--ledger-spool", str(state_dir / "webhook-spool")],
+                    client_ca=client[0], client_cns=client[1])
+                stack.callback(webhook.stop)
+                _say(f"admission webhook running, for the apiserver only "
+                     f"(log: {webhook.log_path})")
         if samples is not None and samples.exists():
             api = kube.api_client(kubeconfig)
             try:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tenantry.webhook import certs, configuration
+from tenantry.webhook import certs, clientauth, configuration
 
 DEFAULT_NAMESPACE = "tenantry-system"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)?$")
@@ -71,13 +71,22 @@ is down refuses tenants' pods (fail closed) and blocks nothing else.
 
 Certificates: a CA and a serving certificate made by Tenantry, shared by all replicas through the
 Secret --secret in --namespace, renewed before expiry (CA rotation keeps the old and new CA in the
-caBundle during the overlap) and reloaded without a restart.""",
+caBundle during the overlap) and reloaded without a restart.
+
+Client authentication: only the apiserver may send reviews. Configure it to present a client
+certificate to webhooks (an AdmissionConfiguration naming a kubeconfig; see the README) and give
+the CA that signed it as --client-ca-file (and its CN as --client-cn). Admission POSTs without a
+certificate that CA verifies get HTTP 401 (403 for another CN); /healthz and /readyz need none.
+The file is re-read at each resync: a new CA is trusted at once, a removed one until restart.
+Without --client-ca-file the webhook refuses to start, unless --insecure-no-client-auth.""",
         epilog="""\
 examples:
   in a cluster:      tenantry webhook run --service tenantry-system/tenantry-webhook
   local control plane (no Services; the apiserver calls a URL):
                      tenantry webhook run --kubeconfig admin.kubeconfig \\
-                         --listen 127.0.0.1:9443 --url https://127.0.0.1:9443""")
+                         --listen 127.0.0.1:9443 --url https://127.0.0.1:9443 \\
+                         --client-ca-file webhook-client-ca.crt \\
+                         --client-cn kube-apiserver-webhook-client""")
     run.add_argument("--kubeconfig", metavar="FILE",
                      help="cluster to use (default: in-cluster, then KUBECONFIG)")
     where = run.add_mutually_exclusive_group(required=True)
@@ -147,6 +156,19 @@ examples:
     run.add_argument("--operator-user", metavar="USER",
                      help="the operator's user name, whose own writes the operator records "
                           "(default: system:serviceaccount:NAMESPACE:tenantry-operator)")
+    peers = run.add_mutually_exclusive_group()
+    peers.add_argument("--client-ca-file", type=Path, metavar="FILE",
+                       help="PEM CA bundle that signs the apiserver's client certificate for "
+                            "webhooks: admission POSTs without a certificate it verifies are "
+                            "refused (required unless --insecure-no-client-auth)")
+    peers.add_argument("--insecure-no-client-auth", action="store_true",
+                       help="INSECURE: accept admission reviews from anyone who can reach the "
+                            "webhook; forged reviews then reach the audit ledger (explicit "
+                            "opt-out, for clusters whose apiserver cannot be configured)")
+    run.add_argument("--client-cn", action="append", default=[], metavar="NAME",
+                     help="CN the apiserver's client certificate must have (repeatable; "
+                          "default: any the CA verifies). Set it whenever the CA signs other "
+                          "certificates too")
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=run_command)
     return parser
@@ -161,6 +183,10 @@ def settings_from(args: argparse.Namespace) -> Any:
     else:
         namespace, name = args.service
         endpoint = configuration.ServiceEndpoint(namespace, name, args.service_port)
+    clients = clientauth.ClientPolicy(args.client_ca_file, frozenset(args.client_cn),
+                                      insecure=args.insecure_no_client_auth)
+    if clients.ca_file is not None:
+        clientauth.read_ca_bundle(clients.ca_file)  # a missing or empty file: refuse now
     cert_dir = args.cert_dir or Path(tempfile.mkdtemp(prefix="tenantry-webhook-"))
     host, port = args.listen
     return Settings(
@@ -185,6 +211,9 @@ def settings_from(args: argparse.Namespace) -> Any:
         ledger_spool=args.ledger_spool,
         operator_user=args.operator_user
         or f"system:serviceaccount:{args.namespace}:tenantry-operator",
+        client_ca_file=clients.ca_file,
+        client_common_names=tuple(sorted(clients.common_names)),
+        insecure_no_client_auth=clients.insecure,
     )
 
 

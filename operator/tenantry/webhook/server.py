@@ -1,7 +1,11 @@
 """The aiohttp application: one POST endpoint per route, plus health and readiness.
 
-Each endpoint parses the AdmissionReview (a malformed one is answered HTTP 400 with the reason,
-as a metav1.Status), runs the route's handler and wraps its verdict. A handler that raises is a
+Each endpoint first checks the peer (`clientauth`): only the apiserver, proven by its client
+certificate, may send reviews; anyone else gets HTTP 401 or 403 before the body is read, so a
+forged review never reaches a handler (nor the audit ledger). Health and readiness need no
+certificate: kubelet probes present none. Then each endpoint parses the AdmissionReview (a
+malformed one is answered HTTP 400 with the reason, as a metav1.Status), runs the route's
+handler and wraps its verdict. A handler that raises is a
 bug, but never a 500 and never an admission: the request is refused with an internal-error
 message (fail closed) and the traceback goes to the log.
 """
@@ -11,10 +15,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
-from tenantry.webhook import review
+from tenantry.webhook import clientauth, review
 from tenantry.webhook.routes import WebhookRoute
 
 logger = logging.getLogger(__name__)
@@ -26,11 +31,24 @@ MAX_BODY = 8 * 1024 * 1024
 SLOW_REVIEW = 1.0
 
 
-def endpoint(route: WebhookRoute) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The aiohttp handler serving `route`."""
+def peer_certificate(request: web.Request) -> dict[str, Any] | None:
+    """The peer's verified client certificate (`getpeercert()`), or None."""
+    transport = request.transport
+    peercert = transport.get_extra_info("peercert") if transport is not None else None
+    return peercert if isinstance(peercert, dict) else None
+
+
+def endpoint(route: WebhookRoute, clients: clientauth.ClientPolicy,
+             ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The aiohttp handler serving `route` to the peers `clients` allows."""
 
     async def serve(request: web.Request) -> web.Response:
         started = time.perf_counter()
+        refusal = clientauth.check_peer(peer_certificate(request), clients)
+        if refusal is not None:
+            logger.warning("%s: refused a review from %s (HTTP %d): %s", route.path,
+                           request.remote, refusal.status, refusal.reason)
+            return web.json_response(refusal.body(), status=refusal.status)
         body = await request.read()
         try:
             admission = review.parse_review(body, request.headers.get("Content-Type"))
@@ -56,14 +74,16 @@ def endpoint(route: WebhookRoute) -> Callable[[web.Request], Awaitable[web.Respo
     return serve
 
 
-def make_app(routes: Sequence[WebhookRoute], *, ready: Callable[[], bool]) -> web.Application:
-    """The application serving `routes`; `ready()` answers /readyz."""
+def make_app(routes: Sequence[WebhookRoute], *, ready: Callable[[], bool],
+             clients: clientauth.ClientPolicy) -> web.Application:
+    """The application serving `routes` to the peers `clients` allows; `ready()` answers
+    /readyz."""
     paths = [route.path for route in routes]
     if len(set(paths)) != len(paths):
         raise ValueError(f"route paths must be unique: {paths}")
     app = web.Application(client_max_size=MAX_BODY)
     for route in routes:
-        app.router.add_post(route.path, endpoint(route))
+        app.router.add_post(route.path, endpoint(route, clients))
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")

@@ -13,6 +13,9 @@ replica serves from the same CA and any replica may rotate. Each resync:
 
 Publishing before loading means that when a rotation also replaces the serving certificate, the
 apiserver already trusts the new CA by the time we present a certificate signed by it.
+
+The same context asks peers for a client certificate and verifies it against the client CA file
+(`clientauth`), which each resync re-reads too.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.model import common
-from tenantry.webhook import certs
+from tenantry.webhook import certs, clientauth
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class CertKeeper:
     def __init__(self, api: KubeApi, *, namespace: str, secret_name: str,
                  names: tuple[str, ...], cert_dir: Path, policy: certs.CertPolicy,
                  configuration: Callable[[bytes], dict[str, Any]],
+                 client_ca_file: Path | None = None,
                  clock: Callable[[], datetime.datetime] = utcnow) -> None:
         self._api = api
         self._namespace = namespace
@@ -79,6 +83,9 @@ class CertKeeper:
         self._clock = clock
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        # None: --insecure-no-client-auth; no client certificate is asked for.
+        self.client_ca = (None if client_ca_file is None
+                          else clientauth.ClientCa(self.context, client_ca_file))
         self.state: certs.TlsState | None = None
         self._loaded: bytes | None = None
 
@@ -157,13 +164,18 @@ class CertKeeper:
         return True
 
     async def start(self) -> certs.TlsState:
-        """Certificates ready to serve with (before the server listens)."""
+        """Certificates ready to serve with (before the server listens); ValueError if the
+        client CA file holds no CA."""
+        if self.client_ca is not None:
+            self.client_ca.load()
         state = await self.refresh()
         self.install(state)
         return state
 
     async def sync(self) -> None:
-        """One resync: Secret, then caBundle, then the server's certificate."""
+        """One resync: the client CA, then the Secret, the caBundle, the server's certificate."""
+        if self.client_ca is not None:
+            self.client_ca.reload()
         state = await self.refresh()
         await self.publish(state)
         self.install(state)

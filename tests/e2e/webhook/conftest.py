@@ -3,8 +3,9 @@ Security Admission's fixture pods as parameters.
 
 `webhook` runs `tenantry webhook run` for the whole session, as its ServiceAccount's user name
 (so the RBAC in manifests/webhook/ is proven enough) and called by the apiserver at
-https://127.0.0.1:PORT, with a 1 s resync and a 2 s CA propagation delay so that rotations
-complete within a test. It is ready once the apiserver demonstrably sends it reviews.
+https://127.0.0.1:PORT (presenting its webhook client certificate, which the webhook requires),
+with a 1 s resync and a 2 s CA propagation delay so that rotations complete within a test. It
+is ready once the apiserver demonstrably sends it reviews.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def webhook(control_plane: LocalControlPlane, crds: None, raw_api: RawApi,
                                              REPO_ROOT / "manifests" / "webhook" / "rbac.yaml"]))
         identity = control_plane.kubeconfig_for(WEBHOOK_USER, WEBHOOK_GROUPS)
         process = WebhookProcess(identity, tmp_path_factory.mktemp("webhook"),
+                                 control_plane=control_plane,
                                  extra_args=["--resync", "1s", "--ca-propagation", "2s",
                                              *ledger_args(operator_options,
                                                           tmp_path_factory.mktemp("spool"))])

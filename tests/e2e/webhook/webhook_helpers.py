@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tenantry.devcluster.cluster import LocalControlPlane
+from tenantry.devcluster.cluster import WEBHOOK_CLIENT_CN, LocalControlPlane
 from tenantry.devcluster.process import free_port, wait_until
 from tests.conftest import REPO_ROOT
 
@@ -183,10 +183,15 @@ def dns_name(text: str) -> str:
 # -- the webhook process -------------------------------------------------------------------------
 
 class WebhookProcess:
-    """`tenantry webhook run` as a child process, called by the apiserver at a URL."""
+    """`tenantry webhook run` as a child process, called by the apiserver at a URL, and only by
+    it: the apiserver of `control_plane` authenticates with its webhook client certificate."""
 
-    def __init__(self, kubeconfig: Path, workdir: Path, *, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, kubeconfig: Path, workdir: Path, *, control_plane: LocalControlPlane,
+                 extra_args: Sequence[str] = ()) -> None:
         self.kubeconfig = kubeconfig
+        self.client_ca = control_plane.webhook_client_ca
+        self.apiserver_cert = (control_plane.webhook_client_cert,
+                               control_plane.webhook_client_key)
         self.workdir = workdir
         self.port = free_port()
         self.cert_dir = workdir / "certs"
@@ -205,7 +210,8 @@ class WebhookProcess:
                 [sys.executable, "-m", "tenantry", "webhook", "run",
                  "--kubeconfig", str(self.kubeconfig),
                  "--listen", f"127.0.0.1:{self.port}", "--url", self.url,
-                 "--cert-dir", str(self.cert_dir), *self.extra_args],
+                 "--cert-dir", str(self.cert_dir), "--client-ca-file", str(self.client_ca),
+                 "--client-cn", WEBHOOK_CLIENT_CN, *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         finally:
             log.close()
@@ -244,11 +250,18 @@ class WebhookProcess:
         except OSError:
             return ""
 
-    def post(self, path: str, body: bytes,
-             content_type: str | None = "application/json") -> tuple[int, Any]:
-        """POST straight to the webhook (as the apiserver would); (status, parsed body)."""
-        connection = http.client.HTTPSConnection("127.0.0.1", self.port,
-                                                 context=self.ssl_context(), timeout=10)
+    def post(self, path: str, body: bytes, content_type: str | None = "application/json", *,
+             client_cert: tuple[Path, Path] | None = None,
+             anonymous: bool = False) -> tuple[int, Any]:
+        """POST straight to the webhook; (status, parsed body). By default as the apiserver
+        does, with its client certificate; `client_cert` (cert, key) presents another one,
+        `anonymous` none."""
+        context = self.ssl_context()
+        if not anonymous:
+            cert, key = client_cert or self.apiserver_cert
+            context.load_cert_chain(str(cert), str(key))
+        connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=context,
+                                                 timeout=10)
         headers = {"Content-Type": content_type} if content_type else {}
         try:
             connection.request("POST", path, body=body, headers=headers)

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from tenantry.webhook import review, server
+from tenantry.webhook import clientauth, review, server
 from tenantry.webhook.routes import Rule, WebhookRoute
 from tests.unit.admission.admission_helpers import hardened_pod
 from tests.unit.webhook.webhook_unit_helpers import review_body
 
 READY = {"value": False}
+# TestServer speaks plain HTTP: client certificates are tested in test_clientauth.py.
+ANYONE = clientauth.ClientPolicy.unauthenticated()
 
 
 async def _allow(request: review.AdmissionRequest) -> review.Verdict:
@@ -32,7 +34,7 @@ ROUTES = [WebhookRoute("ok.test.tenantry.dev", "/validate/ok", _allow, rules=RUL
 
 @pytest.fixture
 async def http() -> AsyncIterator[TestClient]:  # type: ignore[type-arg]
-    app = server.make_app(ROUTES, ready=lambda: READY["value"])
+    app = server.make_app(ROUTES, ready=lambda: READY["value"], clients=ANYONE)
     async with TestClient(TestServer(app)) as client:
         yield client
 
@@ -87,4 +89,4 @@ async def test_oversized_bodies_are_refused(http: TestClient) -> None:  # type: 
 
 def test_paths_must_be_unique() -> None:
     with pytest.raises(ValueError, match="unique"):
-        server.make_app([*ROUTES, ROUTES[0]], ready=lambda: True)
+        server.make_app([*ROUTES, ROUTES[0]], ready=lambda: True, clients=ANYONE)
