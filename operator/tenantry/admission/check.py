@@ -2,8 +2,9 @@
 
 Reads YAML or JSON manifests (multi-document files, `List`s such as `kubectl get -o yaml` prints,
 directories searched recursively, kustomize or helm output on stdin as `-`), judges every
-pod-bearing object and Service exactly as the webhook would, and prints a report naming the file,
-the object and the field path of each violation. With `--tenant`, the Tenant's exemptions and quota
+pod-bearing object, Service and Ingress exactly as the webhook would (except an Ingress's host
+claims, which need the cluster), and prints a report naming the file, the object and the field
+path of each violation. With `--tenant`, the Tenant's exemptions, quota and allowedHostnames
 apply; its mode does not: a CI check fails on what Warn or Audit mode would let through.
 
 Exit status: 0 when nothing is violated, 1 when something is, 2 when an input could not be read
@@ -185,26 +186,32 @@ def parse(source: Source) -> tuple[list[Located], list[str]]:
 # -- checking (pure) -----------------------------------------------------------------------------
 
 def is_checked(obj: podspecs.Obj) -> bool:
-    """Whether the rules concern this object: a pod-bearing kind or a Service."""
-    from tenantry.admission import services
+    """Whether the rules concern this object: a pod-bearing kind, a Service or an Ingress."""
+    from tenantry.admission import ingress, services
 
-    return podspecs.is_pod_bearing(obj) or services.is_service(obj)
+    return podspecs.is_pod_bearing(obj) or services.is_service(obj) or ingress.is_ingress(obj)
 
 
 def check_objects(objects: Sequence[Located], *,
                   pod_security: tenant.PodSecurity | None = None,
                   quota: tenant.Quota | None = None,
                   namespace: str | None = None,
-                  errors: Sequence[str] = ()) -> Report:
+                  errors: Sequence[str] = (),
+                  ingress_policy: tenant.IngressPolicy | None = None) -> Report:
     """Judge every object as admission would. `namespace` stands for objects that name none
-    (as `kubectl apply -n` would place them); it only matters to exemptions by namespace."""
-    from tenantry.admission import policy
+    (as `kubectl apply -n` would place them); it only matters to exemptions by namespace.
+    Ingresses are judged without the cluster: hosts other tenants serve are not known here."""
+    from tenantry.admission import ingress, policy
 
     reports = []
     skipped = 0
     for located in objects:
         if not is_checked(located.obj):
             skipped += 1
+            continue
+        if ingress.is_ingress(located.obj):
+            found = ingress.check_ingress(located.obj, ingress_policy)
+            reports.append(ObjectReport(located, tuple(found), ()))
             continue
         own = mapping(located.obj.get("metadata")).get("namespace")
         decision = policy.evaluate(located.obj, pod_security, quota=quota,
@@ -325,7 +332,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", choices=("text", "json"), default="text",
                         help="report format (default: text)")
     parser.add_argument("--tenant", metavar="FILE",
-                        help="a Tenant manifest whose exemptions and quota apply "
+                        help="a Tenant manifest whose exemptions, quota and "
+                             "allowedHostnames apply "
                              "(default: none, and a Tenant's default quota)")
     parser.add_argument("-n", "--namespace",
                         help="namespace of objects that name none, for exemptions by namespace")
@@ -339,14 +347,14 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
     stderr = stderr if stderr is not None else sys.stderr
-    pod_security = quota = None
+    pod_security = quota = ingress_policy = None
     if args.tenant:
         try:
             spec = load_tenant(Path(args.tenant))
         except (OSError, ValueError) as error:
             print(f"error: {error}", file=stderr)
             return EXIT_ERROR
-        pod_security, quota = spec.pod_security, spec.quota
+        pod_security, quota, ingress_policy = spec.pod_security, spec.quota, spec.ingress
     sources, errors = read_sources(args.paths, stdin)
     objects: list[Located] = []
     for source in sources:
@@ -354,6 +362,7 @@ def run(args: argparse.Namespace, *, stdin: TextIO | None = None, stdout: TextIO
         objects += found
         errors += failed
     report = check_objects(objects, pod_security=pod_security, quota=quota,
-                           namespace=args.namespace, errors=errors)
+                           namespace=args.namespace, errors=errors,
+                           ingress_policy=ingress_policy)
     stdout.write(render_json(report) if args.output == "json" else render_text(report))
     return report.exit_code

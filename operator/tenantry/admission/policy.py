@@ -12,13 +12,17 @@ criterion it names matches:
 
 - rule: the violation's rule id;
 - namespace: the object's namespace;
-- image: the image of the container the violation is in starts with the prefix. A pod-level
-  violation (hostNetwork, a volume, a sysctl...) has no container of its own; it is exempt by
-  image only when every container of the pod matches, so an exempt sidecar never lifts the rules
-  for the rest of the pod.
+- image: the image of the container the violation is in matches the reference or prefix at a
+  boundary (`registry.example.com` matches `registry.example.com/app:1` and
+  `registry.example.com:5000/app`, never `registry.example.com.evil.io/app`;
+  `registry.example.com/team` never matches `registry.example.com/team-b/app`). A pod-level
+  violation has no container of its own; it is exempt by image only when every container of the
+  pod matches, so an exempt sidecar never lifts the rules for the rest of the pod.
 
-An exemption that names nothing matches nothing (the CRD refuses it anyway): nothing bypasses the
-rules by default.
+Only Tenantry's own rules can be exempt (`tenant.ExemptableRule`): Pod Security `restricted` is
+enforced by the apiserver on every tenant namespace, so lifting one of its rules here could never
+admit a Pod. An exemption that names nothing matches nothing (the CRD refuses it anyway): nothing
+bypasses the rules by default.
 """
 
 from __future__ import annotations
@@ -64,11 +68,25 @@ class Decision:
             f"{v.field_path}: {v.message} [{v.rule_id}]" for v in self.violations)
 
 
+EXEMPTABLE_RULE_IDS = frozenset(rule.value for rule in tenant.ExemptableRule)
+_IMAGE_BOUNDARIES = "/:@"
+
+
+def image_matches(prefix: str, image: str) -> bool:
+    """Whether `image` is `prefix` or lies under it at a registry/repository/tag boundary."""
+    if not prefix or not image.startswith(prefix):
+        return False
+    return (len(image) == len(prefix) or prefix[-1] in _IMAGE_BOUNDARIES
+            or image[len(prefix)] in _IMAGE_BOUNDARIES)
+
+
 def exemption_matches(exemption: tenant.Exemption, violation: Violation, *,
                       namespace: str | None, images: Sequence[str]) -> bool:
     """Whether `exemption` covers `violation` in an object of `namespace` whose pod (if any) has
     these container images."""
     if exemption.rule is None and exemption.image is None and exemption.namespace is None:
+        return False
+    if violation.rule_id not in EXEMPTABLE_RULE_IDS:
         return False
     if exemption.rule is not None and exemption.rule != violation.rule_id:
         return False
@@ -77,8 +95,8 @@ def exemption_matches(exemption: tenant.Exemption, violation: Violation, *,
     if exemption.image is not None:
         prefix = exemption.image
         if violation.container is not None:
-            return (violation.image or "").startswith(prefix)
-        return bool(images) and all(image.startswith(prefix) for image in images)
+            return image_matches(prefix, violation.image or "")
+        return bool(images) and all(image_matches(prefix, image) for image in images)
     return True
 
 

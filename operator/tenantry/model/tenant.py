@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field
 from pydantic.config import JsonDict
 
 from tenantry.model.common import (
+    DNS_SUBDOMAIN_PATTERN,
     Cidr,
     Conditions,
     DnsLabel,
@@ -93,6 +94,10 @@ class EgressRule(SpecModel):
         description="Allowed ports; empty means all ports.")]
 
 
+# The cluster DNS pods every tenant may query (in spec.network.dnsNamespace), on this port.
+DNS_POD_LABELS = {"k8s-app": "kube-dns"}
+DNS_PORT = 53
+
 _EGRESS_RULES = [
     cel("has(self.cidr) != has(self.__namespace__)",
         "exactly one of cidr or namespace must be set", reason="FieldValueInvalid"),
@@ -103,13 +108,25 @@ _EGRESS_RULES = [
 ]
 
 
-# Ranges a tenant can reach only with explicit approval (RFC 1918, CGNAT, link-local incl. the
-# cloud metadata address 169.254.169.254, loopback, IPv6 ULA, link-local and loopback).
+# Ranges a tenant can reach only with explicit approval: RFC 1918, CGNAT, link-local (incl. the
+# cloud metadata address 169.254.169.254), loopback, IPv6 ULA, link-local and loopback, and the
+# IANA special-purpose ranges that reach private space or the host itself some other way:
+# 0.0.0.0/8 ("this network": 0.0.0.0 is the local host on Linux), IETF protocol assignments
+# (192.0.0.0/24, DS-Lite), benchmarking (198.18.0.0/15), reserved and broadcast (240.0.0.0/4),
+# multicast; and in IPv6 the unspecified and IPv4-compatible block (::/96), IPv4-mapped
+# (::ffff:0:0/96), NAT64 (64:ff9b::/96, 64:ff9b:1::/48), discard (100::/64), IETF protocol
+# assignments incl. Teredo (2001::/23), 6to4 (2002::/16), site-local (fec0::/10) and multicast.
+# Each of these either is private or embeds an IPv4 address a gateway may translate to one.
 PRIVATE_RANGES = (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
-    "127.0.0.0/8", "fc00::/7", "fe80::/10", "::1/128",
+    "127.0.0.0/8", "0.0.0.0/8", "192.0.0.0/24", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
+    "fc00::/7", "fe80::/10", "::1/128", "::/96", "::ffff:0:0/96", "64:ff9b::/96",
+    "64:ff9b:1::/48", "100::/64", "2001::/23", "2002::/16", "fec0::/10", "ff00::/8",
 )
-_PRIVATE_CEL = "[" + ", ".join(f"'{r}'" for r in PRIVATE_RANGES) + "]"
+# CEL's cidr() refuses IPv4-mapped IPv6 (::ffff:0:0/96), and so does the schema's CIDR type, so
+# no spec can name a range in it: the CEL list leaves it out; the builders still carve it out.
+IPV4_MAPPED = "::ffff:0:0/96"
+_PRIVATE_CEL = "[" + ", ".join(f"'{r}'" for r in PRIVATE_RANGES if r != IPV4_MAPPED) + "]"
 
 
 def _same_family(a: str, b: str) -> str:
@@ -190,14 +207,36 @@ class EnforcementMode(StrEnum):
     AUDIT = "Audit"
 
 
-class Exemption(SpecModel):
-    """An explicit, audited hole in the hardening rules. Nothing is exempt by default."""
+class ExemptableRule(StrEnum):
+    """Rules an exemption may lift: Tenantry's own, on top of Pod Security.
 
-    rule: Annotated[str | None, Field(max_length=64, pattern=r"^[a-zA-Z][a-zA-Z0-9]*$",
-                                      description="Rule id, e.g. readOnlyRootFilesystem.")] \
-        = None
-    image: Annotated[str | None, Field(max_length=512,
-                                       description="Image reference (prefix match).")] = None
+    Tenant namespaces always carry Pod Security Admission's `enforce=restricted`, which the
+    apiserver applies to every Pod whatever Tenantry says; an exemption of a Pod Security rule
+    could therefore never admit a Pod, so the schema refuses it rather than pretend.
+    """
+
+    READ_ONLY_ROOT_FILESYSTEM = "readOnlyRootFilesystem"
+    WRITABLE_MOUNTS = "writableMounts"
+    NODE_PORT_SERVICES = "nodePortServices"
+    LOAD_BALANCER_SERVICES = "loadBalancerServices"
+
+
+class Exemption(SpecModel):
+    """An explicit, audited hole in Tenantry's own hardening rules. Nothing is exempt by default.
+
+    Pod Security `restricted` itself is never exempt (the apiserver enforces it on every tenant
+    namespace); an exemption without `rule` covers every rule in ExemptableRule.
+    """
+
+    rule: Annotated[ExemptableRule | None, Field(
+        description="Rule id: readOnlyRootFilesystem, writableMounts, nodePortServices or "
+                    "loadBalancerServices. Pod Security rules cannot be exempted: every tenant "
+                    "namespace enforces Pod Security restricted.")] = None
+    image: Annotated[str | None, Field(
+        max_length=512,
+        description="Image reference or registry/repository prefix, matched at a boundary: "
+                    "registry.example.com matches registry.example.com/app:1, never "
+                    "registry.example.com.evil.io/app.")] = None
     namespace: Annotated[DnsLabel | None, Field(description="One of the tenant's namespaces.")] \
         = None
     reason: Annotated[str, Field(min_length=1, max_length=512,
@@ -225,6 +264,28 @@ class DeletionPolicy(StrEnum):
 _DEFAULT_EMPTY: JsonDict = {"default": {}}
 
 
+# An Ingress host: a DNS name, or "*." and a DNS name; lowercase, each label at most 63.
+_HOST_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+HOSTNAME_PATTERN = rf"^(\*\.)?{_HOST_LABEL}(\.{_HOST_LABEL})*$"
+
+
+class IngressPolicy(SpecModel):
+    """Which hosts the tenant's Ingresses may serve.
+
+    Whatever this says, a host that an Ingress outside the tenant already serves is refused
+    (first come, first served), and so are ingress controllers' snippet annotations.
+    """
+
+    allowed_hostnames: Annotated[list[Annotated[str, Field(
+        min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]] | None, Field(
+        max_length=64,
+        description="Hosts the tenant's Ingresses may serve: exact names (app.example.com) or "
+                    "wildcards (*.example.com: every name under example.com, at any depth, "
+                    "not example.com itself). Unset (the default): any host no Ingress outside "
+                    "the tenant serves. Empty: no host at all.",
+        json_schema_extra=k8s_schema(**{"x-kubernetes-list-type": "set"}))] = None
+
+
 class TenantSpec(SpecModel):
     display_name: Annotated[str | None, Field(max_length=256)] = None
     members: Annotated[list[Member], Field(
@@ -242,6 +303,10 @@ class TenantSpec(SpecModel):
                 "[a-z0-9])?)*$'))",
                 "a ServiceAccount member's name must be a DNS subdomain",
                 reason="FieldValueInvalid"),
+            cel("self.all(m, m.kind != 'ServiceAccount' || m.role in ['member', 'viewer'])",
+                "a ServiceAccount member may have role member or viewer, never owner or admin: "
+                "a workload's token must not administer its own tenant",
+                reason="FieldValueForbidden"),
         ]}))]
     namespaces: Annotated[list[TenantNamespace], Field(
         min_length=1, max_length=64,
@@ -254,6 +319,21 @@ class TenantSpec(SpecModel):
     quota: Quota = Field(default_factory=Quota, json_schema_extra=_DEFAULT_EMPTY)
     limits: Limits = Field(default_factory=Limits, json_schema_extra=_DEFAULT_EMPTY)
     pod_security: PodSecurity = Field(default_factory=PodSecurity, json_schema_extra=_DEFAULT_EMPTY)
+    allowed_priority_classes: Annotated[list[Annotated[str, Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]], Field(
+        default_factory=list, max_length=16,
+        description="PriorityClasses the tenant's pods may name, besides the cluster's "
+                    "globalDefault one. Empty (the default): only the cluster default. "
+                    "system-* classes are reserved for the cluster's own components.",
+        json_schema_extra=k8s_schema(**{
+            "x-kubernetes-list-type": "set",
+            "x-kubernetes-validations": [cel(
+                "self.all(c, !c.startsWith('system-'))",
+                "system-node-critical, system-cluster-critical and other system-* priority "
+                "classes are reserved for the cluster's own components",
+                reason="FieldValueForbidden")],
+        }))]
+    ingress: IngressPolicy = Field(default_factory=IngressPolicy, json_schema_extra=_DEFAULT_EMPTY)
     deletion_policy: Annotated[DeletionPolicy, Field(
         description="What happens to the namespaces when the Tenant is deleted. Retain keeps "
                     "them (and their data) but removes tenant ownership.")] \

@@ -35,6 +35,8 @@ T = TypeVar("T")
 WATCH_TIMEOUT = 290
 """Seconds the apiserver keeps one watch open before we re-open it from the last version."""
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+PRIORITY_CLASS_TTL = 60.0
+"""Seconds a PriorityClass's globalDefault flag is trusted from an earlier GET."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,18 +92,30 @@ class TenantLookup(Protocol):
     async def tenant_of(self, namespace: str) -> TenantOf: ...
 
 
+class IsolationLookup(TenantLookup, Protocol):
+    """What the isolation rules need besides the tenant: its namespaces, the default priority."""
+
+    def namespaces_of(self, tenant_name: str, spec: tenant.TenantSpec,
+                      namespace: str) -> frozenset[str]: ...
+
+    async def is_default_priority_class(self, name: str) -> bool: ...
+
+
 class Informer(Generic[T]):
     """A list + watch cache of one collection, each object reduced by `transform`.
 
     Objects for which `transform` returns None are not kept. `synced` is set after the first
-    complete list. Errors are logged and retried with backoff; a 410 Gone re-lists.
+    complete list. Errors are logged and retried with backoff; a 410 Gone re-lists. Objects are
+    kept by name; `key` may say otherwise (namespace/name for a cluster-wide namespaced list).
     """
 
     def __init__(self, api: aclient.ApiClient, path: str, transform: Callable[[Any], T | None],
-                 *, label_selector: str | None = None, what: str = "objects") -> None:
+                 *, label_selector: str | None = None, what: str = "objects",
+                 key: Callable[[Mapping[str, Any]], object] | None = None) -> None:
         self._api = api
         self._path = path
         self._transform = transform
+        self._key = key or (lambda obj: (obj.get("metadata") or {}).get("name"))
         self._selector = label_selector
         self._what = what
         self.items: dict[str, T] = {}
@@ -112,7 +126,7 @@ class Informer(Generic[T]):
         return query + list(extra.items())
 
     def _keep(self, obj: Mapping[str, Any], into: dict[str, T]) -> None:
-        name = (obj.get("metadata") or {}).get("name")
+        name = self._key(obj)
         if not isinstance(name, str):
             return
         value = self._transform(obj)
@@ -163,7 +177,7 @@ class Informer(Generic[T]):
                 if kind in ("ADDED", "MODIFIED"):
                     self._keep(obj, self.items)
                 elif kind == "DELETED":
-                    self.items.pop(str((obj.get("metadata") or {}).get("name")), None)
+                    self.items.pop(str(self._key(obj)), None)
         finally:
             response.release()
         return version
@@ -208,6 +222,7 @@ class TenantDirectory:
             api.api, f"/apis/{common.API_VERSION}/{tenant.PLURAL}", tenant_policy,
             what="Tenants")
         self._tasks: list[asyncio.Task[None]] = []
+        self._priority_classes: dict[str, tuple[bool, float]] = {}
 
     def start(self) -> None:
         for informer in (self.namespaces, self.tenants):
@@ -231,6 +246,28 @@ class TenantDirectory:
 
     async def _get(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
         return await asyncio.wait_for(self._api.get(api_version, kind, name), self._timeout)
+
+    def namespaces_of(self, tenant_name: str, spec: tenant.TenantSpec,
+                      namespace: str) -> frozenset[str]:
+        """The namespaces `tenant_name` holds as far as admission can tell: those its spec
+        lists that carry its label (a listed namespace held by another tenant is not its), plus
+        `namespace`, whose tenant was just established."""
+        held = {n.name for n in spec.namespaces
+                if self.namespaces.items.get(n.name) == tenant_name}
+        return frozenset({*held, namespace})
+
+    async def is_default_priority_class(self, name: str) -> bool:
+        """Whether PriorityClass `name` is the cluster's globalDefault (which the apiserver's
+        Priority admission fills into every pod that names none). Cached for a minute."""
+        now = asyncio.get_running_loop().time()
+        cached = self._priority_classes.get(name)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        obj = await asyncio.wait_for(
+            self._api.get("scheduling.k8s.io/v1", "PriorityClass", name), self._timeout)
+        is_default = bool(obj and obj.get("globalDefault"))
+        self._priority_classes[name] = (is_default, now + PRIORITY_CLASS_TTL)
+        return is_default
 
     async def tenant_of(self, namespace: str) -> TenantOf:
         """The tenant of `namespace` and its policy, or the problem that stands in the way."""

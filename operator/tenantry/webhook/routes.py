@@ -20,7 +20,14 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from tenantry.webhook import audit, configuration, credentials, workloads
+from tenantry.webhook import (
+    audit,
+    configuration,
+    credentials,
+    ingresses,
+    isolation,
+    workloads,
+)
 from tenantry.webhook.directory import TenantDirectory
 from tenantry.webhook.records import Recorder
 from tenantry.webhook.review import Handler
@@ -81,6 +88,8 @@ class HandlerContext:
     """Refuse a change that cannot be recorded (the default); False admits it, unrecorded."""
     operator_user: str = ""
     """The operator's user name: its own writes are recorded by the operator, not here."""
+    ingress_hosts: ingresses.HostLookup | None = None
+    """Which Ingresses serve which hosts, cluster-wide; None: Ingresses with hosts are refused."""
 
 
 WORKLOADS = "workloads.admission.tenantry.dev"
@@ -94,6 +103,20 @@ WORKLOAD_RULES = (
     Rule(("batch",), ("v1",), ("jobs", "cronjobs")),
 )
 CREDENTIAL_RULES = (Rule(("tenantry.dev",), ("v1alpha1",), ("credentials",)),)
+ISOLATION = "isolation.admission.tenantry.dev"
+# Tenant NetworkPolicies, and Secrets of the legacy ServiceAccount token type only (the
+# matchCondition spares every other Secret write the round trip).
+ISOLATION_RULES = (
+    Rule(("networking.k8s.io",), ("v1",), ("networkpolicies",)),
+    Rule(("",), ("v1",), ("secrets",)),
+)
+ISOLATION_CONDITIONS: tuple[Mapping[str, str], ...] = ({
+    "name": "network-policies-and-service-account-token-secrets",
+    "expression": "request.resource.resource != 'secrets' || "
+                  "(has(object.type) && object.type == 'kubernetes.io/service-account-token')",
+},)
+INGRESSES = "ingresses.admission.tenantry.dev"
+INGRESS_RULES = (Rule(("networking.k8s.io",), ("v1",), ("ingresses",)),)
 AUDIT = "resources.audit.tenantry.dev"
 AUDIT_RULES = (
     Rule(("tenantry.dev",), ("*",), ("tenants",), operations=("CREATE", "UPDATE", "DELETE"),
@@ -133,6 +156,18 @@ def build_routes(context: HandlerContext) -> list[WebhookRoute]:
                      credentials.handler(CREDENTIALS, context.tenants, context.recorder),
                      rules=CREDENTIAL_RULES,
                      namespace_selector=configuration.all_but(excluded)),
+        # Tenant namespaces only: NetworkPolicies that would widen the tenant's isolation, and
+        # never-expiring ServiceAccount token Secrets. Refused in every podSecurity mode.
+        WebhookRoute(ISOLATION, "/validate/isolation",
+                     isolation.handler(ISOLATION, context.tenants, context.recorder),
+                     rules=ISOLATION_RULES, match_conditions=ISOLATION_CONDITIONS,
+                     namespace_selector=configuration.tenant_namespaces(excluded)),
+        # Tenant namespaces only, like workloads: hosts other tenants serve, snippets.
+        WebhookRoute(INGRESSES, "/validate/ingresses",
+                     ingresses.handler(INGRESSES, context.tenants, context.ingress_hosts,
+                                       context.recorder),
+                     rules=INGRESS_RULES,
+                     namespace_selector=configuration.tenant_namespaces(excluded)),
         # Every change to Tenantry's own resources, everywhere, is recorded before it happens.
         *([_audit_route(context)] if context.ledger is not None else []),
     ]

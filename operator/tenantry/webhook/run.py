@@ -1,9 +1,10 @@
 """`tenantry webhook run`: start the admission webhook and keep it, and its configuration, current.
 
 Start-up order, so that the apiserver is never pointed at something that cannot answer:
-certificates (from the shared Secret, made on first start) -> caches start filling -> TLS server
-listening -> the ValidatingWebhookConfiguration applied with the current caBundle. Then resyncs
-(certificates, caBundle, configuration drift) run until SIGTERM or SIGINT.
+certificates (the client CA, then the serving certificate from the shared Secret, made on first
+start) -> caches start filling -> TLS server listening -> the ValidatingWebhookConfiguration
+applied with the current caBundle. Then resyncs (client CA, certificates, caBundle,
+configuration drift) run until SIGTERM or SIGINT.
 
 Stopping does not delete the configuration: that would open a window in which tenants' pods are
 admitted unchecked. A stopped webhook blocks only what its selector covers, tenant namespaces,
@@ -26,8 +27,9 @@ from aiohttp import web
 from tenantry.controller import audit as operator_audit
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.ledger.spool import Spool
-from tenantry.webhook import audit, certs, configuration, routes, server, tls
+from tenantry.webhook import audit, certs, clientauth, configuration, routes, server, tls
 from tenantry.webhook.directory import TenantDirectory
+from tenantry.webhook.ingresses import IngressHosts
 from tenantry.webhook.records import DecisionSink, LedgerSink, LogSink, Recorder
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,21 @@ class Settings:
     """The operator's user name, whose writes the operator records itself."""
     ledger_spool: Path = Path(tempfile.gettempdir()) / "tenantry-webhook-spool"
     """Durable queue of admission decisions on their way to the ledger."""
+    client_ca_file: Path | None = None
+    """The CA of the apiserver's client certificate; reviews from peers without a certificate
+    it verifies are refused. None only with `insecure_no_client_auth`."""
+    client_common_names: tuple[str, ...] = ()
+    """Allowed CNs of that certificate; empty: any the CA verifies."""
+    insecure_no_client_auth: bool = False
+    """Accept reviews from anyone who can reach the webhook (explicit opt-out, logged loudly)."""
+
+    @property
+    def clients(self) -> clientauth.ClientPolicy:
+        """Who may send reviews; `clientauth.ClientAuthError` when neither a client CA nor the
+        bypass is set."""
+        return clientauth.ClientPolicy(self.client_ca_file,
+                                       frozenset(self.client_common_names),
+                                       insecure=self.insecure_no_client_auth)
 
 
 class Webhook:
@@ -95,9 +112,16 @@ class Webhook:
 
     async def start(self) -> None:
         settings = self.settings
+        clients = settings.clients  # refuse to run unauthenticated unless told to, first
+        if clients.insecure:
+            logger.warning("INSECURE: --insecure-no-client-auth: anyone who can reach this "
+                           "webhook may send it admission reviews, and the audit ledger records "
+                           "whatever identity they claim")
         kubeconfig = str(settings.kubeconfig) if settings.kubeconfig else None
         self._api = api = await KubeApi.from_kubeconfig(kubeconfig)
         self.directory = TenantDirectory(api, lookup_timeout=settings.lookup_timeout)
+        ingress_hosts = IngressHosts(api, lookup_timeout=settings.lookup_timeout)
+        self._tasks.append(asyncio.create_task(ingress_hosts.run()))  # stop() cancels it
         if settings.ledger_dsn:
             self.ledger = audit.LedgerWriter(settings.ledger_dsn)
             self.decisions = operator_audit.Recorder(Spool(settings.ledger_spool),
@@ -108,7 +132,7 @@ class Webhook:
             tenants=self.directory, recorder=self.recorder,
             operator_namespace=settings.namespace, ledger=self.ledger,
             ledger_fail_closed=settings.ledger_fail_closed,
-            operator_user=settings.operator_user))
+            operator_user=settings.operator_user, ingress_hosts=ingress_hosts))
 
         def desired_configuration(ca_bundle: bytes) -> dict[str, Any]:
             return configuration.webhook_configuration(
@@ -121,18 +145,19 @@ class Webhook:
         self.keeper = keeper = tls.CertKeeper(
             api, namespace=settings.namespace, secret_name=settings.secret_name, names=names,
             cert_dir=settings.cert_dir, policy=settings.cert_policy,
-            configuration=desired_configuration)
+            configuration=desired_configuration, client_ca_file=settings.client_ca_file)
         state = await keeper.start()
         self.directory.start()
         directory = self.directory
-        app = server.make_app(table, ready=lambda: directory.synced)
+        app = server.make_app(table, ready=lambda: directory.synced, clients=clients)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.listen_host, settings.listen_port,
                            ssl_context=keeper.context, shutdown_timeout=5.0)
         await site.start()
-        logger.info("webhook listening on https://%s:%d (%s)", settings.listen_host,
-                    settings.listen_port, ", ".join(f"{r.path} -> {r.name}" for r in table))
+        logger.info("webhook listening on https://%s:%d (%s); %s", settings.listen_host,
+                    settings.listen_port, ", ".join(f"{r.path} -> {r.name}" for r in table),
+                    clients.describe())
         try:
             await asyncio.wait_for(directory.wait_synced(), SYNC_TIMEOUT)
         except TimeoutError:
@@ -185,8 +210,9 @@ def run(settings: Settings, *, verbose: bool = False) -> int:
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         asyncio.run(serve(settings))
-    except (ApiError, OSError) as error:
-        # RBAC, a missing namespace, a port in use: say what, without a traceback.
+    except (ApiError, OSError, clientauth.ClientAuthError) as error:
+        # RBAC, a missing namespace, a port in use, an unusable client CA: say what, without a
+        # traceback.
         logger.error("the webhook cannot run: %s", error)
         return 1
     return 0

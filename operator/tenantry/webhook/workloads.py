@@ -9,7 +9,9 @@ podSecurity (mode, exemptions) and quota, and answer:
 - Audit: admitted silently.
 
 Every decision goes to the recorder (the audit ledger's hook), whatever the mode. A namespace
-whose tenant cannot be established is refused (fail closed), with the reason.
+whose tenant cannot be established is refused (fail closed), with the reason. Before the
+hardening rules, the isolation rules (`webhook.isolation`: Service externalIPs and
+ExternalName, priority classes) refuse in every mode.
 
 An UPDATE that leaves the pod (spec and annotations) or, for a Service, the spec unchanged is
 admitted without evaluation, as Pod Security Admission does: labelling, scaling or finalizing an
@@ -26,8 +28,8 @@ from typing import Any
 from tenantry.admission import podspecs, policy, services
 from tenantry.admission.violation import mapping
 from tenantry.model import tenant
-from tenantry.webhook import records
-from tenantry.webhook.directory import TenantLookup
+from tenantry.webhook import isolation, records, tenancy
+from tenantry.webhook.directory import IsolationLookup
 from tenantry.webhook.review import AdmissionRequest, Handler, Verdict
 
 # Largest audit annotation value we send; the apiserver's audit event is no place for novels.
@@ -80,7 +82,7 @@ def verdict_for(tenant_name: str, decision: policy.Decision) -> Verdict:
     return Verdict.allow(warnings=warnings, audit_annotations=annotations)
 
 
-def handler(webhook: str, tenants: TenantLookup, recorder: records.Recorder) -> Handler:
+def handler(webhook: str, tenants: IsolationLookup, recorder: records.Recorder) -> Handler:
     """The route's handler: AdmissionRequest -> Verdict."""
 
     async def validate(request: AdmissionRequest) -> Verdict:
@@ -90,20 +92,17 @@ def handler(webhook: str, tenants: TenantLookup, recorder: records.Recorder) -> 
         if request.operation == "UPDATE" and not judged_part_changed(
                 obj, request.typed_old_object()):
             return Verdict.allow()
-        found = await tenants.tenant_of(request.namespace)
-        if found.problem is not None:
-            verdict = Verdict.deny(found.problem, code=found.code)
-            recorder.record(records.of_request(webhook, request, tenant=found.tenant, mode="",
-                                               verdict=verdict))
-            return verdict
-        if found.spec is None:
-            return Verdict.allow()  # not a tenant namespace: not ours to judge
-        spec = found.spec
+        owner = await tenancy.tenant_or_verdict(webhook, request, tenants, recorder)
+        if isinstance(owner, Verdict):
+            return owner
+        spec = owner.spec
+        refused = await isolation.judge(webhook, request, obj, owner.found, tenants, recorder)
+        if refused is not None:
+            return refused
         decision = policy.evaluate(obj, spec.pod_security, quota=spec.quota,
                                    namespace=request.namespace)
-        assert found.tenant is not None
-        verdict = verdict_for(found.tenant, decision)
-        recorder.record(records.of_request(webhook, request, tenant=found.tenant,
+        verdict = verdict_for(owner.name, decision)
+        recorder.record(records.of_request(webhook, request, tenant=owner.name,
                                            mode=decision.mode.value, verdict=verdict,
                                            decision=decision))
         return verdict

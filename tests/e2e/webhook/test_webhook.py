@@ -51,6 +51,18 @@ def root_user(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
+def writable_csi_mount(pod: dict[str, Any]) -> dict[str, Any]:
+    """`pod` mounting a CSI volume writable (breaks only the Tenantry rule writableMounts;
+    Pod Security restricted allows csi volumes)."""
+    pod = copy.deepcopy(pod)
+    pod["spec"]["volumes"] = [*pod["spec"].get("volumes", []),
+                              {"name": "settings", "csi": {"driver": "files.example.com"}}]
+    app = pod["spec"]["containers"][0]
+    app["volumeMounts"] = [*app.get("volumeMounts", []),
+                           {"name": "settings", "mountPath": "/etc/app", "readOnly": False}]
+    return pod
+
+
 def hardened(namespace: str, name: str) -> dict[str, Any]:
     return in_namespace(hardened_pod(), namespace, name)
 
@@ -211,8 +223,8 @@ def test_exemptions_by_rule_image_and_namespace(raw_api: RawApi,
         "exemptions": [
             {"rule": ROOT_FS, "image": "registry.example/legacy/",
              "reason": "the legacy image writes to /var/cache"},
-            {"namespace": second, "rule": "runAsNonRoot",
-             "reason": "a vendor image that needs root, isolated in its own namespace"},
+            {"namespace": second, "rule": "writableMounts",
+             "reason": "a vendor image that writes into its config, in its own namespace"},
         ],
     })
     legacy = writable_root(hardened_pod(), image="registry.example/legacy/app:3")
@@ -222,13 +234,13 @@ def test_exemptions_by_rule_image_and_namespace(raw_api: RawApi,
                                             unique("other")))
     assert other_image.status == 403
     assert {rule for _, rule in other_image.findings()} == {ROOT_FS}
-    # By namespace (and rule): root is allowed in the second namespace only.
-    as_root = root_user(hardened_pod())
-    refused = raw_api.create(deployment(as_root, first, unique("root")))
-    assert refused.status == 403 and {r for _, r in refused.findings()} == {"runAsNonRoot"}
-    assert raw_api.create(deployment(as_root, second, unique("root"))).status == 201
+    # By namespace (and rule): a writable CSI mount in the second namespace only.
+    mounting = writable_csi_mount(hardened_pod())
+    refused = raw_api.create(deployment(mounting, first, unique("mount")))
+    assert refused.status == 403 and {r for _, r in refused.findings()} == {"writableMounts"}
+    assert raw_api.create(deployment(mounting, second, unique("mount"))).status == 201
     # An exemption lifts its own rule and nothing else.
-    both = raw_api.create(deployment(writable_root(as_root), second, unique("both")))
+    both = raw_api.create(deployment(writable_root(mounting), second, unique("both")))
     assert both.status == 403 and {r for _, r in both.findings()} == {ROOT_FS}
 
 

@@ -9,7 +9,7 @@ import pytest
 from tenantry.admission import policy, rules
 from tenantry.admission.violation import Violation
 from tenantry.model.tenant import EnforcementMode, Exemption, PodSecurity
-from tests.unit.admission.admission_helpers import hardened_container, hardened_pod, wrap
+from tests.unit.admission.admission_helpers import hardened_pod, wrap
 
 
 def writable_pod() -> dict[str, Any]:
@@ -73,17 +73,55 @@ def test_exemption_by_image_covers_only_that_containers_violations() -> None:
     assert [v.rule_id for v in decision.violations] == ["hostNamespaces"]
 
 
-def test_exemption_by_image_covers_pod_level_violations_when_every_container_matches() -> None:
+def test_pod_security_rules_cannot_be_exempt_not_even_by_image_of_every_container() -> None:
+    """Pod Security `restricted` is enforced by the apiserver on every tenant namespace: an
+    exemption of one of its rules could never admit a Pod, so none is honoured or accepted."""
     pod = writable_pod()
     for container in pod["spec"]["initContainers"] + pod["spec"]["containers"]:
         container["image"] = "registry.example/node-agent:3"
-    exemption = Exemption(rule="hostNamespaces", image="registry.example/node-agent",
-                          reason="node agent needs the host network")
+    with pytest.raises(ValueError, match="readOnlyRootFilesystem"):
+        Exemption(rule="hostNamespaces", image="registry.example/node-agent",
+                  reason="node agent needs the host network")
+    exemption = Exemption(image="registry.example/node-agent", reason="node agent")
     decision = policy.evaluate(pod, PodSecurity(exemptions=[exemption]))
-    assert [e.violation.rule_id for e in decision.exempted] == ["hostNamespaces"]
-    pod["spec"]["ephemeralContainers"] = [hardened_container("debug", "busybox")]
-    decision = policy.evaluate(pod, PodSecurity(exemptions=[exemption]))
-    assert decision.exempted == ()
+    assert [e.violation.rule_id for e in decision.exempted] == ["readOnlyRootFilesystem"]
+    assert [v.rule_id for v in decision.violations] == ["hostNamespaces"]
+    forged = Exemption.model_construct(rule="hostNamespaces", image=None, namespace=None,
+                                       reason="past the schema")
+    assert policy.evaluate(pod, PodSecurity(exemptions=[forged])).exempted == ()
+
+
+def test_exemption_by_image_covers_pod_level_violations_when_every_container_matches() -> None:
+    violation = Violation("readOnlyRootFilesystem", "spec", "pod-level", "x")
+    exemption = Exemption(image="registry.example/node-agent", reason="node agent")
+    images = ["registry.example/node-agent:3", "registry.example/node-agent@sha256:ab"]
+    assert policy.exemption_matches(exemption, violation, namespace="x", images=images)
+    assert not policy.exemption_matches(exemption, violation, namespace="x",
+                                        images=[*images, "busybox"])
+    assert not policy.exemption_matches(exemption, violation, namespace="x", images=[])
+
+
+@pytest.mark.parametrize(("prefix", "image", "matches"), [
+    ("registry.example.com", "registry.example.com/app:1", True),
+    ("registry.example.com", "registry.example.com:5000/app", True),
+    ("registry.example.com", "registry.example.com.evil.io/app", False),
+    ("registry.example.com", "registry.example.community/app", False),
+    ("registry.example.com/team", "registry.example.com/team/app:2", True),
+    ("registry.example.com/team", "registry.example.com/team-b/app:2", False),
+    ("registry.example.com/app", "registry.example.com/app", True),
+    ("registry.example.com/app", "registry.example.com/app:1.0", True),
+    ("registry.example.com/app", "registry.example.com/app@sha256:00", True),
+    ("registry.example.com/app", "registry.example.com/apple:1", False),
+    ("registry.example.com/app:", "registry.example.com/app:1.0", True),
+    ("registry.example.com/", "registry.example.com/x", True),
+])
+def test_image_exemptions_match_at_a_registry_or_repository_boundary(
+        prefix: str, image: str, matches: bool) -> None:
+    exemption = Exemption(image=prefix, reason="vendor")
+    violation = Violation("readOnlyRootFilesystem", "spec.containers[0]", "m", "true",
+                          container="app", image=image)
+    assert policy.exemption_matches(exemption, violation, namespace="x",
+                                    images=[image]) is matches
 
 
 def test_exemption_by_namespace_uses_the_objects_namespace() -> None:
@@ -92,7 +130,11 @@ def test_exemption_by_namespace_uses_the_objects_namespace() -> None:
     assert policy.evaluate(pod, PodSecurity(exemptions=[exemption])).exempted == ()
     pod["metadata"]["namespace"] = "legacy"
     decision = policy.evaluate(pod, PodSecurity(exemptions=[exemption]))
-    assert decision.allowed and len(decision.exempted) == 2
+    # Tenantry's own rule is exempt; hostNetwork is Pod Security's, never exempt.
+    assert [e.violation.rule_id for e in decision.exempted] == ["readOnlyRootFilesystem"]
+    assert [v.rule_id for v in decision.violations] == ["hostNamespaces"]
+    del pod["spec"]["hostNetwork"]
+    assert policy.evaluate(pod, PodSecurity(exemptions=[exemption])).allowed
     # The caller may name the namespace (an AdmissionReview carries it apart from the object).
     del pod["metadata"]["namespace"]
     assert policy.evaluate(pod, PodSecurity(exemptions=[exemption]),

@@ -11,7 +11,7 @@ import pytest
 
 from tenantry.admission import rules
 from tenantry.admission.violation import Level, Violation
-from tenantry.model.tenant import Exemption
+from tenantry.model.tenant import ExemptableRule, Exemption
 from tests.unit.admission.admission_helpers import hardened_container, hardened_pod
 
 
@@ -330,10 +330,20 @@ def test_levels_include_lower_levels_minus_overridden_rules() -> None:
     assert tenantry == restricted | {"readOnlyRootFilesystem", "writableMounts"}
 
 
-def test_rule_ids_are_valid_exemption_rule_names() -> None:
+def test_exactly_tenantrys_own_rules_are_exemptable() -> None:
+    """The model's list of exemptable rules is Tenantry's own rules (pod hardening beyond Pod
+    Security, and Services); every Pod Security rule is refused by the model."""
+    from tenantry.admission import hardening, services
+    own = {rule.id for rule in hardening.RULES} | services.RULE_IDS
+    assert own == {rule.value for rule in ExemptableRule}
     for rule_id in rules.RULE_IDS:
         assert re.fullmatch(r"[a-zA-Z][a-zA-Z0-9]*", rule_id)
-        Exemption(rule=rule_id, reason="accepted by the model")
+        if rule_id in own:
+            Exemption(rule=rule_id, reason="accepted by the model")
+        else:
+            assert rules.RULES[rule_id].psa_id is not None
+            with pytest.raises(ValueError, match="rule"):
+                Exemption(rule=rule_id, reason="Pod Security enforces it anyway")
 
 
 def test_values_of_the_wrong_type_are_not_allowed() -> None:

@@ -11,9 +11,11 @@ from tenantry.webhook.directory import TenantOf
 from tenantry.webhook.records import AdmissionRecord
 
 GVK = {"Pod": ("", "v1"), "Deployment": ("apps", "v1"), "CronJob": ("batch", "v1"),
-       "Service": ("", "v1"), "Credential": ("tenantry.dev", "v1alpha1")}
+       "Service": ("", "v1"), "Credential": ("tenantry.dev", "v1alpha1"),
+       "Secret": ("", "v1"), "NetworkPolicy": ("networking.k8s.io", "v1")}
 PLURAL = {"Pod": "pods", "Deployment": "deployments", "CronJob": "cronjobs",
-          "Service": "services", "Credential": "credentials"}
+          "Service": "services", "Credential": "credentials", "Secret": "secrets",
+          "NetworkPolicy": "networkpolicies"}
 
 
 def review_body(obj: dict[str, Any] | None, *, operation: str = "CREATE",
@@ -47,6 +49,9 @@ def tenant_spec(**spec: Any) -> tenant.TenantSpec:
         "namespaces": [{"name": "team-a"}, {"name": "team-b"}], **spec})
 
 
+DEFAULT_PRIORITY_CLASS = "cluster-default"
+
+
 class Tenants:
     """A fixed namespace -> TenantOf table (the directory's interface, without a cluster)."""
 
@@ -57,6 +62,13 @@ class Tenants:
     async def tenant_of(self, namespace: str) -> TenantOf:
         self.asked.append(namespace)
         return self.table.get(namespace, TenantOf(namespace, None))
+
+    def namespaces_of(self, tenant_name: str, spec: tenant.TenantSpec,
+                      namespace: str) -> frozenset[str]:
+        return frozenset(n for n, found in self.table.items() if found.tenant == tenant_name)
+
+    async def is_default_priority_class(self, name: str) -> bool:
+        return name == DEFAULT_PRIORITY_CLASS
 
 
 def acme(**spec: Any) -> Tenants:
