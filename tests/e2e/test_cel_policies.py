@@ -303,8 +303,10 @@ def tenant_ns(admin_api: client.ApiClient) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def policies(admin_api: client.ApiClient, tenant_ns: str) -> Iterator[list[Obj]]:
-    """policies/ applied as shipped, and enforcing; removed after the module."""
+def policies(admin_api: client.ApiClient, tenant_ns: str, crds: None) -> Iterator[list[Obj]]:
+    """policies/ applied as shipped (the isolation policy takes Tenants as parameters, so the
+    CRDs come first, as `kubectl apply -k manifests/` installs them), and enforcing; removed
+    after the module."""
     documents = _policy_documents()
     kube.apply(admin_api, documents)
     admission = client.AdmissionregistrationV1Api(admin_api)

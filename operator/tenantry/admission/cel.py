@@ -636,7 +636,11 @@ BINDINGS_FILE = "hardening-bindings.yaml"
 
 def rendered_files() -> dict[str, str]:
     """File name -> content of everything `tenantry policies` writes (kustomization included)."""
-    files = {POLICY_FILE: render([policy()]), BINDINGS_FILE: render(bindings())}
+    from tenantry.admission import cel_isolation
+
+    files = {POLICY_FILE: render([policy()]), BINDINGS_FILE: render(bindings()),
+             cel_isolation.POLICY_FILE: render([cel_isolation.policy()]),
+             cel_isolation.BINDINGS_FILE: render(cel_isolation.bindings())}
     files["kustomization.yaml"] = render([generated.kustomization(files)])
     return files
 

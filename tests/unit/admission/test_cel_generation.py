@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tenantry import cli
-from tenantry.admission import cel, hardening, podspecs, psa, rules
+from tenantry.admission import cel, cel_isolation, hardening, podspecs, psa, rules
 from tenantry.admission.violation import Level
 from tenantry.model import common, tenant
 
@@ -53,13 +53,17 @@ def test_the_command_writes_and_checks(tmp_path: Path, capsys: pytest.CaptureFix
 def test_files_are_what_kubectl_apply_k_applies() -> None:
     files = cel.rendered_files()
     kustomization = yaml.safe_load(files["kustomization.yaml"])
-    assert kustomization["resources"] == [cel.POLICY_FILE, cel.BINDINGS_FILE]
+    assert kustomization["resources"] == [cel.POLICY_FILE, cel.BINDINGS_FILE,
+                                          cel_isolation.POLICY_FILE, cel_isolation.BINDINGS_FILE]
     documents = [d for name in kustomization["resources"]
                  for d in yaml.safe_load_all(files[name])]
     assert [d["kind"] for d in documents] == ["ValidatingAdmissionPolicy"] + [
-        "ValidatingAdmissionPolicyBinding"] * 3
+        "ValidatingAdmissionPolicyBinding"] * 3 + ["ValidatingAdmissionPolicy",
+                                                   "ValidatingAdmissionPolicyBinding"]
     assert documents[0] == cel.policy()
-    assert documents[1:] == cel.bindings()
+    assert documents[1:4] == cel.bindings()
+    assert documents[4] == cel_isolation.policy()
+    assert documents[5:] == cel_isolation.bindings()
     for text in files.values():
         assert text.startswith(cel.HEADER)
 
