@@ -170,11 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tenantry.admission import cel as admission_cel
     from tenantry.admission import check as admission_check
+    from tenantry.api import cli as api_cli
     from tenantry.crypto import cli as crypto_cli
     from tenantry.ledger import cli as ledger_cli
     from tenantry.webhook import cli as webhook_cli
 
     admission_check.register(commands)
+    api_cli.register(commands)
     crypto_cli.add_key_options(op_run)
     crypto_cli.register(commands)
     admission_cel.register(commands)

@@ -1,0 +1,31 @@
+"""Probes: `/healthz` (the process serves), `/readyz` (and its database schema is current)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from tenantry.api import deps, store
+
+router = APIRouter(tags=["health"])
+log = logging.getLogger("tenantry.api")
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: no dependencies checked."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "database unreachable or not migrated"}})
+async def readyz(svc: deps.CurrentServices) -> JSONResponse:
+    """Readiness: PostgreSQL answers and the API's schema is at this version."""
+    try:
+        async with svc.pool.acquire() as conn:
+            await store.require_schema(conn)
+    except Exception as error:  # any failure means not ready
+        log.warning("not ready: %s", type(error).__name__)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
+    return JSONResponse({"status": "ok"})

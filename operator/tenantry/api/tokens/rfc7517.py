@@ -1,0 +1,125 @@
+"""Signing keys and the JSON Web Key Set that publishes them (RFC 7517, RFC 8037, RFC 7638).
+
+Access tokens are signed with Ed25519 (JWS `alg` "EdDSA", RFC 8037): asymmetric, so replicas
+and anyone holding `/.well-known/jwks.json` can verify but not mint, and with one algorithm
+there is nothing to confuse. A key's `kid` is its RFC 7638 thumbprint: derived from the key,
+so two keys never share a kid and a kid names exactly one key.
+
+Rotation, the JWKS way (the seeds' JWT_SECRET_PREVIOUS): the current key signs; previous keys
+only verify, for as long as they stay listed (at least the access-token lifetime plus skew
+after the switch).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+ALGORITHM = "EdDSA"
+
+
+class KeyFileError(ValueError):
+    """A key file is missing, unreadable or not an Ed25519 key; the message names the file."""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _raw(public: ed25519.Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def public_jwk(public: ed25519.Ed25519PublicKey) -> dict[str, str]:
+    """The key as an OKP JWK (RFC 8037 section 2), with its kid, use and alg."""
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(_raw(public)),
+            "kid": thumbprint(public), "use": "sig", "alg": ALGORITHM}
+
+
+def thumbprint(public: ed25519.Ed25519PublicKey) -> str:
+    """RFC 7638 SHA-256 thumbprint: the required members, sorted, no whitespace."""
+    members = {"crv": "Ed25519", "kty": "OKP", "x": _b64url(_raw(public))}
+    canonical = json.dumps(members, sort_keys=True, separators=(",", ":"))
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+@dataclasses.dataclass(frozen=True)
+class KeySet:
+    """The key that signs now and every key that still verifies (the signing key included)."""
+
+    signing: ed25519.Ed25519PrivateKey
+    previous: tuple[ed25519.Ed25519PublicKey, ...] = ()
+
+    @property
+    def kid(self) -> str:
+        return thumbprint(self.signing.public_key())
+
+    def verification_keys(self) -> Mapping[str, ed25519.Ed25519PublicKey]:
+        keys = {thumbprint(k): k for k in self.previous}
+        keys[self.kid] = self.signing.public_key()
+        return keys
+
+    def jwks(self) -> dict[str, Any]:
+        """The public JWK Set: current key first, then the previous ones."""
+        publics = [self.signing.public_key(), *self.previous]
+        seen: set[str] = set()
+        keys = []
+        for public in publics:
+            jwk = public_jwk(public)
+            if jwk["kid"] not in seen:
+                seen.add(jwk["kid"])
+                keys.append(jwk)
+        return {"keys": keys}
+
+
+def generate() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+def write_private_key(key: ed25519.Ed25519PrivateKey, path: Path) -> None:
+    """Write a PKCS#8 PEM, created 0600; refuses to overwrite an existing file."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+
+
+def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    """The PEM Ed25519 private key in `path`."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as error:
+        raise KeyFileError(f"signing key {path}: {type(error).__name__}: not a readable, "
+                        "unencrypted PEM private key") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise KeyFileError(f"signing key {path}: must be an Ed25519 key (JWS alg EdDSA)")
+    return key
+
+
+def load_verification_key(path: Path) -> ed25519.Ed25519PublicKey:
+    """A previous key from `path`: a PEM public key, or a private key whose public half is used."""
+    data = path.read_bytes() if path.exists() else b""
+    if b"PRIVATE KEY" in data:
+        return load_signing_key(path).public_key()
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise KeyFileError(f"previous key {path}: not a readable PEM public key") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise KeyFileError(f"previous key {path}: must be an Ed25519 key (JWS alg EdDSA)")
+    return key
+
+
+def load_key_set(signing: Path, previous: Sequence[Path] = ()) -> KeySet:
+    return KeySet(signing=load_signing_key(signing),
+                  previous=tuple(load_verification_key(p) for p in previous))

@@ -1,0 +1,175 @@
+"""Fixtures of the API's tests: a database migrated by `tenantry db migrate`, and `tenantry api
+run` as a real child process on loopback, driven over real HTTP.
+
+Roles are cluster-wide in PostgreSQL and the session's `ledger` fixture owns the default role
+names, so this database gets its own role names (`api_e2e_*`).
+
+`api` is one server for the session, started with `--trusted-proxy 127.0.0.1/32`: each test's
+client (`client` fixture) sends its own `X-Forwarded-For` address, so the per-address rate
+limit and login throttle of one test never spill into another's (and trusting the header only
+from a configured proxy is exercised on every request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import itertools
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tenantry.api import passwords, store
+from tenantry.devcluster.postgres import LocalPostgres
+from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
+from tests.conftest import REPO_ROOT
+
+DATABASE = "tenantry_api_e2e"
+ROLES = {"ledger_app": "api_e2e_ledger_app", "ledger_owner": "api_e2e_ledger_owner",
+         "api_app": "api_e2e_api_app", "api_owner": "api_e2e_api_owner"}
+PASSWORD = "a long enough password, 2026"
+
+
+def tenantry(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tenantry", *args], input=stdin,
+                          capture_output=True, text=True, cwd=REPO_ROOT, check=False,
+                          timeout=120)
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiDatabase:
+    admin_dsn: str
+    app_dsn: str
+    state: Path
+
+    @property
+    def app_dsn_file(self) -> Path:
+        return self.state / "api-dsn"
+
+    def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
+        """One statement as the superuser."""
+        async def go() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.admin_dsn)
+            try:
+                return list(await conn.fetch(sql, *args))
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def add_user(self, username: str | None = None, password: str = PASSWORD, *,
+                 password_hash: str | None = None) -> str:
+        """A password user (hashed here, as `create-user` does); returns the login name."""
+        return asyncio.run(self.add_user_async(username, password, password_hash=password_hash))
+
+    async def add_user_async(self, username: str | None = None, password: str = PASSWORD, *,
+                             password_hash: str | None = None) -> str:
+        name = username or f"user-{uuid.uuid4().hex[:10]}@acme.example"
+        conn = await asyncpg.connect(self.app_dsn)
+        try:
+            await store.upsert_password_user(
+                conn, name, password_hash or passwords.Passwords().rehash(password),
+                replace=False)
+        finally:
+            await conn.close()
+        return name
+
+
+@pytest.fixture(scope="session")
+def api_db(postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) -> ApiDatabase:
+    """The ledger's and the API's schemas, migrated by the real `tenantry db migrate`."""
+    state = tmp_path_factory.mktemp("api-state")
+
+    async def create() -> None:
+        conn = await asyncpg.connect(postgres.dsn(database="postgres"))
+        try:
+            await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    admin_dsn = postgres.dsn(database=DATABASE)
+    (state / "admin-dsn").write_text(admin_dsn + "\n")
+    app_password = secrets.token_urlsafe(18)
+    (state / "api-pw").write_text(app_password + "\n")
+    (state / "ledger-pw").write_text(secrets.token_urlsafe(18) + "\n")
+    result = tenantry(
+        "db", "migrate", "--dsn-file", str(state / "admin-dsn"),
+        "--api-app-password-file", str(state / "api-pw"),
+        "--ledger-app-password-file", str(state / "ledger-pw"),
+        *itertools.chain.from_iterable(
+            (f"--{key.replace('_', '-')}-role", role) for key, role in ROLES.items()))
+    assert result.returncode == 0, result.stderr
+    app_dsn = postgres.dsn(database=DATABASE, user=ROLES["api_app"], password=app_password)
+    db = ApiDatabase(admin_dsn=admin_dsn, app_dsn=app_dsn, state=state)
+    db.app_dsn_file.write_text(app_dsn + "\n")
+    db.app_dsn_file.chmod(0o600)
+    return db
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("api-keys") / "signing.pem"
+    result = tenantry("api", "keygen", "--output", str(path))
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+class ApiServer:
+    """`tenantry api run` as a child process on loopback, its log in a file."""
+
+    def __init__(self, db: ApiDatabase, key: Path, log_path: Path,
+                 extra: Sequence[str] = ()) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process = ManagedProcess(
+            "tenantry-api",
+            [sys.executable, "-m", "tenantry", "api", "run", "--dsn-file", str(db.app_dsn_file),
+             "--signing-key-file", str(key), "--listen", f"127.0.0.1:{self.port}", *extra],
+            log_path, cwd=REPO_ROOT)
+
+    def wait_ready(self) -> None:
+        def ready() -> bool:
+            return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+
+        wait_until(ready, timeout=60, what="the API's /readyz", process=self.process)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture(scope="session")
+def api(api_db: ApiDatabase, signing_key: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    server = ApiServer(api_db, signing_key, tmp_path_factory.mktemp("api") / "api.log",
+                       ["--trusted-proxy", "127.0.0.1/32", "--platform-admin",
+                        "root@acme.example"])
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+_addresses = (str(ipaddress.ip_address("198.18.0.0") + i) for i in itertools.count(1))
+
+
+@pytest.fixture
+def client(api: ApiServer) -> Iterator[httpx.Client]:
+    """An HTTP client to `api` from an address of its own (X-Forwarded-For via the trusted
+    loopback proxy)."""
+    with httpx.Client(base_url=api.url, timeout=30,
+                      headers={"X-Forwarded-For": next(_addresses)}) as http:
+        yield http
