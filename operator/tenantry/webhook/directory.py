@@ -16,25 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import pydantic
-from kubernetes_asyncio import client as aclient
 
+from tenantry import listwatch
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.model import common, tenant
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-WATCH_TIMEOUT = 290
-"""Seconds the apiserver keeps one watch open before we re-open it from the last version."""
-BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 PRIORITY_CLASS_TTL = 60.0
 """Seconds a PriorityClass's globalDefault flag is trusted from an earlier GET."""
 
@@ -101,103 +95,8 @@ class IsolationLookup(TenantLookup, Protocol):
     async def is_default_priority_class(self, name: str) -> bool: ...
 
 
-class Informer(Generic[T]):
-    """A list + watch cache of one collection, each object reduced by `transform`.
-
-    Objects for which `transform` returns None are not kept. `synced` is set after the first
-    complete list. Errors are logged and retried with backoff; a 410 Gone re-lists. Objects are
-    kept by name; `key` may say otherwise (namespace/name for a cluster-wide namespaced list).
-    """
-
-    def __init__(self, api: aclient.ApiClient, path: str, transform: Callable[[Any], T | None],
-                 *, label_selector: str | None = None, what: str = "objects",
-                 key: Callable[[Mapping[str, Any]], object] | None = None) -> None:
-        self._api = api
-        self._path = path
-        self._transform = transform
-        self._key = key or (lambda obj: (obj.get("metadata") or {}).get("name"))
-        self._selector = label_selector
-        self._what = what
-        self.items: dict[str, T] = {}
-        self.synced = asyncio.Event()
-
-    def _query(self, **extra: str) -> list[tuple[str, str]]:
-        query = [("labelSelector", self._selector)] if self._selector else []
-        return query + list(extra.items())
-
-    def _keep(self, obj: Mapping[str, Any], into: dict[str, T]) -> None:
-        name = self._key(obj)
-        if not isinstance(name, str):
-            return
-        value = self._transform(obj)
-        if value is None:
-            into.pop(name, None)
-        else:
-            into[name] = value
-
-    async def _list(self) -> str:
-        listing = await self._api.call_api(
-            self._path, "GET", query_params=self._query(),
-            header_params={"Accept": "application/json"},
-            response_types_map={200: "object"}, auth_settings=["BearerToken"],
-            _return_http_data_only=True, _request_timeout=30)
-        items: dict[str, T] = {}
-        for obj in listing.get("items") or []:
-            self._keep(obj, items)
-        self.items = items
-        self.synced.set()
-        return str((listing.get("metadata") or {}).get("resourceVersion", ""))
-
-    async def _watch(self, version: str) -> str | None:
-        """Follow changes from `version`; the last version seen, or None when it expired."""
-        response = await self._api.call_api(
-            self._path, "GET",
-            query_params=self._query(watch="true", resourceVersion=version,
-                                     allowWatchBookmarks="true",
-                                     timeoutSeconds=str(WATCH_TIMEOUT)),
-            header_params={"Accept": "application/json"}, auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_TIMEOUT + 30))
-        try:
-            if response.status != 200:
-                body = (await response.read()).decode(errors="replace")[:300]
-                if response.status == 410:
-                    return None
-                raise RuntimeError(f"watch {self._path}: HTTP {response.status}: {body}")
-            async for line in response.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        return None
-                    raise RuntimeError(f"watch {self._path}: {obj.get('message')}")
-                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
-                if kind in ("ADDED", "MODIFIED"):
-                    self._keep(obj, self.items)
-                elif kind == "DELETED":
-                    self.items.pop(str(self._key(obj)), None)
-        finally:
-            response.release()
-        return version
-
-    async def run(self) -> None:
-        """List, then watch for ever; re-list whenever the watch cannot continue."""
-        failures = 0
-        while True:
-            try:
-                version: str | None = await self._list()
-                failures = 0
-                while version is not None:
-                    version = await self._watch(version)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                delay = BACKOFF[min(failures, len(BACKOFF) - 1)]
-                failures += 1
-                logger.warning("cache of %s: %s; retrying in %.1fs", self._what, error, delay)
-                await asyncio.sleep(delay)
+Informer = listwatch.ListWatch
+"""A list + watch cache of one collection (the shared implementation)."""
 
 
 LOOKUP_ERRORS = (ApiError, TimeoutError, aiohttp.ClientError, OSError)

@@ -12,6 +12,7 @@ from typing import Any
 
 from kubernetes_asyncio import client as aclient
 
+from tenantry import listwatch
 from tenantry.controller.credential import watches
 
 VALUE = "UExBSU5URVhULXVuaXQtd2F0Y2gtN2YzYQ=="  # a value that must never be kept
@@ -22,19 +23,21 @@ def _secret(name: str, version: str) -> dict[str, Any]:
             "data": {"token": VALUE}}
 
 
+def _kept(name: str, version: str) -> tuple[str, dict[str, Any]]:
+    return version, watches.metadata_only(_secret(name, version))
+
+
 def test_a_relist_reports_what_changed_and_vanished_while_no_watch_was_open() -> None:
-    known = {"a": watches.metadata_only(_secret("a", "1")),
-             "b": watches.metadata_only(_secret("b", "2")),
-             "c": watches.metadata_only(_secret("c", "3"))}
-    listed = {"a": watches.metadata_only(_secret("a", "1")),   # untouched: nothing to say
-              "b": watches.metadata_only(_secret("b", "9")),   # edited behind our back
-              "d": watches.metadata_only(_secret("d", "4"))}   # new
-    found = watches.changes(known, listed)
+    known = {"a": _kept("a", "1"), "b": _kept("b", "2"), "c": _kept("c", "3")}
+    listed = {"a": _kept("a", "1"),   # untouched: nothing to say
+              "b": _kept("b", "9"),   # edited behind our back
+              "d": _kept("d", "4")}   # new
+    found = listwatch.changes(known, listed)
     assert [(kind, obj["metadata"]["name"]) for kind, obj in found] == [
         ("MODIFIED", "b"), ("DELETED", "c"), ("ADDED", "d")]
     # What was last known of a vanished object is what is reported (its owner, its namespace).
-    assert found[1][1] is known["c"]
-    assert watches.changes(listed, listed) == []
+    assert found[1][1] is known["c"][1]
+    assert listwatch.changes(listed, listed) == []
 
 
 def test_only_metadata_is_kept_never_secret_data() -> None:
