@@ -21,7 +21,8 @@ from fastapi.responses import JSONResponse
 
 from tenantry import __version__
 from tenantry.api import deps, middleware, passwords, store
-from tenantry.api.routes import auth, health, me, wellknown
+from tenantry.api.oauth import clients as oauth_clients
+from tenantry.api.routes import auth, health, me, oidc, wellknown
 
 log = logging.getLogger("tenantry.api")
 HOUSEKEEPING_SECONDS = 300.0
@@ -49,12 +50,13 @@ def create_app(settings: deps.Settings, dsn: str) -> Any:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = await store.create_pool(dsn)
+        clients = oauth_clients.Clients(settings.oauth)
         try:
             async with pool.acquire() as conn:
                 await store.require_schema(conn)
             app.state.services = deps.Services(
                 settings=settings, pool=pool, passwords=passwords.Passwords(),
-                hashing=asyncio.Semaphore(settings.password_workers))
+                hashing=asyncio.Semaphore(settings.password_workers), oidc=clients)
             task = asyncio.create_task(_housekeeping(pool))
             log.info("tenantry api ready (issuer %s, key %s)", settings.policy.issuer,
                      settings.keys.kid)
@@ -65,12 +67,13 @@ def create_app(settings: deps.Settings, dsn: str) -> Any:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
+            await clients.aclose()
             await pool.close()
 
     app = FastAPI(title="Tenantry API", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for router in (health.router, wellknown.router, auth.router, me.router):
+    for router in (health.router, wellknown.router, auth.router, oidc.router, me.router):
         app.include_router(router)
     return middleware.Hardening(app, max_body=settings.max_body,
                                 trusted_proxies=settings.trusted_proxies)

@@ -97,6 +97,7 @@ def _fail(error: Exception, dsn: str | None) -> int:
 
 def _settings(args: argparse.Namespace) -> Any:
     from tenantry.api import clientip, deps, ratelimit
+    from tenantry.api.oauth import providers as oauth_providers
     from tenantry.api.tokens import rfc7517, rfc9068, rfc9700
 
     keys = rfc7517.load_key_set(Path(args.signing_key_file),
@@ -109,7 +110,8 @@ def _settings(args: argparse.Namespace) -> Any:
         auth_limit=ratelimit.Limit.parse(args.auth_rate_limit),
         trusted_proxies=clientip.parse_networks(args.trusted_proxy or ()),
         max_body=args.max_body_bytes,
-        platform_admins=frozenset(args.platform_admin or ()))
+        platform_admins=frozenset(args.platform_admin or ()),
+        oauth=oauth_providers.load(Path(args.oauth_config)) if args.oauth_config else None)
 
 
 async def _preflight(dsn: str) -> None:
@@ -307,6 +309,10 @@ def register(subparsers: Any) -> None:
                      help="request body limit (default: %(default)s)")
     run.add_argument("--platform-admin", action="append", metavar="USER",
                      help="login name with the platform-admin role; repeatable")
+    run.add_argument("--oauth-config", metavar="FILE",
+                     help="YAML/JSON file of external identity providers (OpenID Connect, "
+                          "Google preset) and the API's public URL; client secrets are read "
+                          "from the files it names (see tenantry.api.oauth.providers)")
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(func=_cmd_run)
 

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from tenantry.api import clientip, passwords, ratelimit, store
+from tenantry.api.oauth import clients as oauth_clients
+from tenantry.api.oauth import providers as oauth_providers
 from tenantry.api.tokens import rfc7517, rfc9068
 
 log = logging.getLogger("tenantry.api.auth")
@@ -38,6 +40,8 @@ class Settings:
     """Login names with the platform-admin role (cross-tenant administration)."""
     password_workers: int = 2
     """Argon2 verifications at once (each holds 19 MiB for ~30 ms of CPU)."""
+    oauth: oauth_providers.Config | None = None
+    """External identity providers (`--oauth-config`); None: password login only."""
 
 
 @dataclasses.dataclass
@@ -46,6 +50,8 @@ class Services:
     pool: Any
     passwords: passwords.Passwords
     hashing: asyncio.Semaphore
+    oidc: oauth_clients.Clients = dataclasses.field(
+        default_factory=lambda: oauth_clients.Clients(None))
 
 
 def services(request: Request) -> Services:

@@ -16,6 +16,11 @@ What is stored, and why it is safe to store:
 - `login_throttle`: consecutive failures per (login name, client IP), for `throttle`.
 - `rate_buckets`: token buckets (`ratelimit`), shared by every replica.
 - `api_keys`: SHA-256 of the key, its public prefix for listings; bound to one tenant.
+- `oauth_states` (v2): a started external sign-in, keyed by the SHA-256 of its `state`, with its
+  nonce, PKCE verifier and the SHA-256 of the browser-binding cookie; deleted when used (single
+  use) and useless after `expires_at` (10 minutes). The verifier alone redeems nothing: it needs
+  the code, which only the provider's redirect carries.
+- `user_identities` (v2): (provider, sub) -> user, at most one identity per provider per user.
 
 No DELETE on users or families for the app role: revocation is a state, not a deletion.
 """
@@ -103,9 +108,32 @@ CREATE TABLE api.api_keys (
 CREATE INDEX api_keys_tenant ON api.api_keys (tenant);
 """
 
+_V2 = r"""
+CREATE TABLE api.oauth_states (
+    state_hash      bytea PRIMARY KEY CHECK (length(state_hash) = 32),
+    provider        text NOT NULL CHECK (length(provider) BETWEEN 1 AND 32),
+    browser_hash    bytea NOT NULL CHECK (length(browser_hash) = 32),
+    nonce           text NOT NULL CHECK (length(nonce) BETWEEN 22 AND 128),
+    code_verifier   text NOT NULL CHECK (length(code_verifier) BETWEEN 43 AND 128),
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    expires_at      timestamptz NOT NULL
+);
+CREATE INDEX oauth_states_expiry ON api.oauth_states (expires_at);
+
+CREATE TABLE api.user_identities (
+    provider        text NOT NULL CHECK (length(provider) BETWEEN 1 AND 32),
+    subject         text NOT NULL CHECK (length(subject) BETWEEN 1 AND 255),
+    user_id         uuid NOT NULL REFERENCES api.users (id),
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (provider, subject),
+    UNIQUE (provider, user_id)
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api: users, refresh families and tokens, revoked jtis, throttle, rate "
                  "buckets, api keys", _V1),
+    Migration(2, "api: external sign-in (OIDC) states and linked identities", _V2),
 )
 
 #: Exactly what the API's app role may do; `migrations` revokes everything else on every run.
@@ -118,6 +146,8 @@ APP_TABLE_GRANTS: tuple[tuple[str, str], ...] = (
     ("SELECT, INSERT, UPDATE, DELETE", "api.login_throttle"),
     ("SELECT, INSERT, UPDATE, DELETE", "api.rate_buckets"),
     ("SELECT, INSERT, UPDATE", "api.api_keys"),
+    ("SELECT, INSERT, DELETE", "api.oauth_states"),
+    ("SELECT, INSERT", "api.user_identities"),
 )
 
 COMPONENT = migrations.Component(

@@ -242,6 +242,63 @@ async def session_user(conn: Conn, user_id: uuid.UUID, family_id: uuid.UUID,
     return _user(row)
 
 
+# -- external sign-in (OIDC) ---------------------------------------------------------------------
+
+async def oauth_begin(conn: Conn, *, state_hash: bytes, provider: str, browser_hash: bytes,
+                      nonce: str, code_verifier: str, ttl: datetime.timedelta) -> None:
+    await conn.execute(
+        "INSERT INTO api.oauth_states (state_hash, provider, browser_hash, nonce, "
+        "code_verifier, expires_at) VALUES ($1, $2, $3, $4, $5, clock_timestamp() + $6)",
+        state_hash, provider, browser_hash, nonce, code_verifier, ttl)
+
+
+@dataclasses.dataclass(frozen=True)
+class OAuthState:
+    browser_hash: bytes
+    nonce: str
+    code_verifier: str = dataclasses.field(repr=False)
+    live: bool
+
+
+async def oauth_consume(conn: Conn, state_hash: bytes, provider: str) -> OAuthState | None:
+    """Take a started sign-in by its state, once: the row is deleted whatever happens next, so
+    a replayed state finds nothing. `live` is false when it expired."""
+    row = await conn.fetchrow(
+        "DELETE FROM api.oauth_states WHERE state_hash = $1 AND provider = $2 "
+        "RETURNING browser_hash, nonce, code_verifier, expires_at > clock_timestamp() AS live",
+        state_hash, provider)
+    if row is None:
+        return None
+    return OAuthState(browser_hash=row["browser_hash"], nonce=row["nonce"],
+                      code_verifier=row["code_verifier"], live=row["live"])
+
+
+class IdentityConflict(Exception):
+    """The user already holds another identity at this provider."""
+
+
+async def oauth_user(conn: Conn, provider: str, subject: str, username: str) -> User:
+    """The user of identity (provider, subject): the linked one, or else the user named
+    `username` (created without a password if absent), linked now (see `oauth.linking`)."""
+    lookup = ("SELECT u.id, u.username, u.password_hash, u.disabled FROM api.user_identities i "
+              "JOIN api.users u ON u.id = i.user_id WHERE i.provider = $1 AND i.subject = $2")
+    async with _acquire(conn) as c, c.transaction():
+        linked = _user(await c.fetchrow(lookup, provider, subject))
+        if linked is not None:
+            return linked
+        row = await c.fetchrow(
+            "INSERT INTO api.users (username) VALUES ($1) ON CONFLICT (username) "
+            "DO UPDATE SET username = EXCLUDED.username "
+            "RETURNING id, username, password_hash, disabled", username)
+        await c.execute(
+            "INSERT INTO api.user_identities (provider, subject, user_id) VALUES ($1, $2, $3) "
+            "ON CONFLICT DO NOTHING", provider, subject, row["id"])
+        linked = _user(await c.fetchrow(lookup, provider, subject))
+    if linked is None:
+        raise IdentityConflict(f"user {username} already has another {provider} identity")
+    return linked
+
+
 # -- rate limits ---------------------------------------------------------------------------------
 
 _TAKE = """
@@ -269,7 +326,8 @@ async def take_token(conn: Conn, key: str, limit: ratelimit.Limit) -> ratelimit.
 
 async def purge_expired(conn: Conn) -> None:
     """Drop rows that can no longer matter: revoked jtis past their token's expiry (plus the
-    maximum skew), refresh tokens a day past expiry, full idle buckets, old throttle rows."""
+    maximum skew), refresh tokens a day past expiry, full idle buckets, old throttle rows,
+    expired external sign-in states."""
     await conn.execute(
         "DELETE FROM api.revoked_jtis WHERE expires_at < clock_timestamp() - interval '5 min'")
     await conn.execute(
@@ -278,3 +336,4 @@ async def purge_expired(conn: Conn) -> None:
         "DELETE FROM api.rate_buckets WHERE updated_at < clock_timestamp() - interval '1 day'")
     await conn.execute("DELETE FROM api.login_throttle WHERE last_failure_at < "
                        "clock_timestamp() - $1::interval", throttle.FORGET_AFTER)
+    await conn.execute("DELETE FROM api.oauth_states WHERE expires_at < clock_timestamp()")

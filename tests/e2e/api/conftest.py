@@ -127,8 +127,8 @@ class ApiServer:
     """`tenantry api run` as a child process on loopback, its log in a file."""
 
     def __init__(self, db: ApiDatabase, key: Path, log_path: Path,
-                 extra: Sequence[str] = ()) -> None:
-        self.port = free_port()
+                 extra: Sequence[str] = (), *, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.process = ManagedProcess(

@@ -69,7 +69,7 @@ async def auth_rate_limit(request: Request, svc: deps.CurrentServices) -> None:
 RateLimited = Annotated[None, Depends(auth_rate_limit)]
 
 
-def _pair(svc: deps.Services, user: store.User, session: str, refresh: str) -> TokenPair:
+def token_pair(svc: deps.Services, user: store.User, session: str, refresh: str) -> TokenPair:
     access, claims = rfc9068.issue(svc.settings.keys, svc.settings.policy,
                                    subject=str(user.id), username=user.username,
                                    session_id=session, now=int(time.time()))
@@ -107,7 +107,7 @@ async def login(body: LoginRequest, request: Request, _: RateLimited,
     session = await store.start_family(svc.pool, user.id, rfc9700.token_hash(refresh))
     log.info("login: user %s, session %s, client %s (request %s)", user.username, session,
              client, deps.request_id(request))
-    return _pair(svc, user, str(session), refresh)
+    return token_pair(svc, user, str(session), refresh)
 
 
 @router.post("/refresh", response_model=TokenPair,
@@ -129,7 +129,7 @@ async def refresh(body: RefreshRequest, request: Request, _: RateLimited,
         raise HTTPException(status_code=401, detail=INVALID_REFRESH)
     log.info("refresh (%s): session %s (request %s)", rotation.outcome.value,
              rotation.family_id, deps.request_id(request))
-    return _pair(svc, rotation.user, str(rotation.family_id), new)
+    return token_pair(svc, rotation.user, str(rotation.family_id), new)
 
 
 @router.post("/logout", status_code=204, response_class=Response,

@@ -1,0 +1,162 @@
+"""`/v1/auth/oidc/{provider}/start` and `/callback`: sign in through an OpenID Connect provider.
+
+`start` remembers a new sign-in server-side (`store.oauth_begin`: the SHA-256 of `state`, the
+`nonce`, the PKCE verifier, for `STATE_TTL`) and answers 302 to the provider's authorization
+endpoint. It also sets a short-lived, HttpOnly cookie whose hash is stored with the state,
+scoped to the callback path: the callback must come back to the browser that started the
+sign-in (RFC 9700 section 4.7.1, login CSRF: an attacker's callback URL opened by a victim
+carries the attacker's state but not the victim's cookie).
+
+`callback` takes the state once (`store.oauth_consume` deletes it first, so a replay finds
+nothing, even when the rest fails), checks the browser binding, the RFC 9207 `iss` parameter
+when the provider sends it (mix-up defence), redeems the code with the stored verifier
+(`oauth.client`), verifies the ID token (`oauth.id_token`), finds or links the user
+(`oauth.linking`, `store.oauth_user`) and answers exactly as password login does: a token pair.
+Both endpoints share the auth endpoints' per-address rate limit.
+
+Refusals: 404 unknown provider; 400 a missing, unknown, expired, replayed or foreign state;
+401 the provider refused (an error redirect, a code it will not redeem, e.g. a wrong PKCE
+verifier) or the ID token broke a rule (the rule is logged, not told); 403 the identity may not
+sign in (unverified e-mail, identity conflict, disabled user); 502 the provider is unreachable.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.responses import RedirectResponse
+
+from tenantry.api import deps, store
+from tenantry.api.oauth import client as oauth_client
+from tenantry.api.oauth import id_token, linking
+from tenantry.api.routes.auth import RateLimited, TokenPair, token_pair
+from tenantry.api.tokens import rfc9700
+
+router = APIRouter(prefix="/v1/auth/oidc", tags=["auth"])
+log = logging.getLogger("tenantry.api.auth")
+
+STATE_TTL = datetime.timedelta(minutes=10)
+COOKIE = "tenantry_oidc"
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+ProviderName = Annotated[str, Path(pattern=r"^[a-z0-9-]{1,32}$")]
+
+
+def _sha256(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
+
+
+def _client(svc: deps.Services, provider: str) -> oauth_client.CodeFlowClient:
+    found = svc.oidc.get(provider)
+    if found is None:
+        raise HTTPException(status_code=404, detail="unknown identity provider")
+    return found
+
+
+def _callback_path(provider: str) -> str:
+    return f"/v1/auth/oidc/{provider}/callback"
+
+
+@router.get("/{provider}/start", status_code=302, response_class=RedirectResponse,
+            responses={302: {"description": "to the identity provider"},
+                       404: {"description": "unknown identity provider"},
+                       429: {"description": "rate limited"},
+                       502: {"description": "identity provider unavailable"}})
+async def start(provider: ProviderName, request: Request, _: RateLimited,
+                svc: deps.CurrentServices) -> RedirectResponse:
+    """Begin signing in with `provider`: a redirect to its authorization endpoint."""
+    client = _client(svc, provider)
+    try:
+        pending = await client.start()
+    except oauth_client.IdpError as error:
+        log.warning("oidc %s unavailable: %s (request %s)", provider, error.reason,
+                    deps.request_id(request))
+        raise HTTPException(status_code=502, detail="identity provider unavailable") from None
+    browser = secrets.token_urlsafe(32)
+    await store.oauth_begin(svc.pool, state_hash=_sha256(pending.state), provider=provider,
+                            browser_hash=_sha256(browser), nonce=pending.nonce,
+                            code_verifier=pending.code_verifier, ttl=STATE_TTL)
+    response = RedirectResponse(pending.url, status_code=302)
+    response.set_cookie(
+        COOKIE, browser, max_age=int(STATE_TTL.total_seconds()), path=_callback_path(provider),
+        httponly=True, samesite="lax",
+        secure=svc.oidc.config is not None and svc.oidc.config.public_url.startswith("https:"))
+    return response
+
+
+def _refused(status: int, detail: str, provider: str, reason: str, request: Request) -> \
+        HTTPException:
+    log.info("oidc %s sign-in refused: %s (client %s, request %s)", provider, reason,
+             deps.client_address(request), deps.request_id(request))
+    return HTTPException(status_code=status, detail=detail)
+
+
+@router.get("/{provider}/callback", response_model=TokenPair,
+            responses={400: {"description": "missing, unknown, expired or replayed state"},
+                       401: {"description": "the provider refused, or its ID token is invalid"},
+                       403: {"description": "this identity may not sign in"},
+                       404: {"description": "unknown identity provider"},
+                       429: {"description": "rate limited"},
+                       502: {"description": "identity provider unavailable"}})
+async def callback(provider: ProviderName, request: Request, response: Response,
+                   _: RateLimited, svc: deps.CurrentServices,
+                   state: Annotated[str | None, Query(max_length=512)] = None,
+                   code: Annotated[str | None, Query(max_length=4096)] = None,
+                   error: Annotated[str | None, Query(max_length=256)] = None,
+                   iss: Annotated[str | None, Query(max_length=2048)] = None) -> TokenPair:
+    """The provider's redirect back: redeem the code, sign in, answer a token pair."""
+    client = _client(svc, provider)
+    if not state:
+        raise _refused(400, "missing state", provider, "no state", request)
+    stored = await store.oauth_consume(svc.pool, _sha256(state), provider)
+    if stored is None or not stored.live:
+        raise _refused(400, "invalid or expired state", provider,
+                       "unknown or replayed state" if stored is None else "expired state",
+                       request)
+    response.delete_cookie(COOKIE, path=_callback_path(provider))
+    cookie = request.cookies.get(COOKIE, "")
+    if not hmac.compare_digest(_sha256(cookie), stored.browser_hash):
+        raise _refused(400, "sign-in was not started by this browser", provider,
+                       "browser binding cookie missing or wrong", request)
+    if error is not None:
+        raise _refused(401, "the identity provider refused the sign-in", provider,
+                       f"provider error {_SAFE.sub('', error)[:64]!r}", request)
+    try:
+        if not await client.check_response_issuer(iss):
+            raise _refused(400, "authorization response from the wrong issuer", provider,
+                           "RFC 9207 iss mismatch", request)
+        if not code:
+            raise _refused(400, "missing code", provider, "no code", request)
+        identity = await client.finish(code, stored.code_verifier, stored.nonce)
+    except id_token.IdTokenInvalid as invalid:
+        raise _refused(401, "invalid ID token", provider, f"ID token: {invalid.reason}",
+                       request) from None
+    except oauth_client.CodeRefused as refused:
+        raise _refused(401, "the identity provider refused the sign-in", provider,
+                       refused.reason, request) from None
+    except oauth_client.IdpError as failed:
+        log.warning("oidc %s unavailable: %s (request %s)", provider, failed.reason,
+                    deps.request_id(request))
+        raise HTTPException(status_code=502, detail="identity provider unavailable") from None
+    try:
+        plan = linking.plan(client.provider, identity)
+        user = await store.oauth_user(svc.pool, plan.provider, plan.subject, plan.username)
+    except linking.NotLinkable as not_linkable:
+        raise _refused(403, str(not_linkable), provider, str(not_linkable), request) from None
+    except store.IdentityConflict:
+        raise _refused(403, "this account is linked to another identity at this provider",
+                       provider, "identity conflict", request) from None
+    if user.disabled:
+        raise _refused(403, "account disabled", provider, "user disabled", request)
+    refresh = rfc9700.new_token()
+    session = await store.start_family(svc.pool, user.id, rfc9700.token_hash(refresh))
+    log.info("login (oidc %s): user %s, session %s, client %s (request %s)", provider,
+             user.username, session, deps.client_address(request), deps.request_id(request))
+    return token_pair(svc, user, str(session), refresh)
