@@ -171,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tenantry.admission import cel as admission_cel
     from tenantry.admission import check as admission_check
     from tenantry.api import cli as api_cli
+    from tenantry.controller.rotation import cli as rotation_cli
     from tenantry.crypto import cli as crypto_cli
     from tenantry.ledger import cli as ledger_cli
     from tenantry.webhook import cli as webhook_cli
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     crypto_cli.register(commands)
     admission_cel.register(commands)
     ledger_cli.register(commands)
+    rotation_cli.register(commands)
     webhook_cli.register(commands)
 
     version = commands.add_parser("version", help="print the version")

@@ -16,6 +16,7 @@ import kopf
 from tenantry.controller import audit, protection
 from tenantry.controller.credential import handlers as credential_handlers
 from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.rotation import handlers as rotation_handlers
 from tenantry.controller.tenant import handlers as tenant_handlers
 from tenantry.controller.tenant import rbac
 from tenantry.ledger.spool import Spool
@@ -26,7 +27,7 @@ logger = logging.getLogger(__name__)
 GROUP = common.GROUP
 
 # Kinds whose handlers are registered by importing them (kept referenced for linters).
-KINDS = (tenant_handlers, credential_handlers)
+KINDS = (tenant_handlers, credential_handlers, rotation_handlers)
 
 
 @kopf.on.startup()

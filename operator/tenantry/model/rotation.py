@@ -19,6 +19,7 @@ KIND = "RotationPolicy"
 PLURAL = "rotationpolicies"
 SINGULAR = "rotationpolicy"
 SHORT_NAMES = ["rotp"]
+MAX_TRIGGER = 128
 
 # Standard 5-field cron (minute hour day-of-month month day-of-week) or a macro.
 CRON_PATTERN = (
@@ -49,7 +50,7 @@ class RotationPolicySpec(SpecModel):
         description="Cron schedule (5 fields, UTC) or @daily/@weekly/@monthly...; "
                     "omit for on-demand only.")] = None
     trigger: Annotated[str | None, Field(
-        max_length=128,
+        max_length=MAX_TRIGGER,
         description="Change this value (e.g. to a timestamp) to rotate now.")] = None
     credential_selector: Annotated[LabelSelector | None, Field(
         description="Credentials (in this namespace) to re-encrypt; all when omitted.")] = None
@@ -81,9 +82,53 @@ class RotationRecord(SpecModel):
     message: Annotated[str, Field(max_length=1024)] = ""
 
 
+class Progress(SpecModel):
+    """How far the current (or last) rotation got: `reencrypted/total`, and how many failed."""
+
+    reencrypted: Annotated[int, Field(ge=0)] = 0
+    total: Annotated[int, Field(ge=0)] = 0
+    failed: Annotated[int, Field(ge=0)] = 0
+    skipped: Annotated[int, Field(
+        ge=0, description="Already under the target version: not rewritten.")] = 0
+
+
+class CredentialFailure(SpecModel):
+    """A Credential a rotation could not re-encrypt (it does not block the others)."""
+
+    name: Annotated[str, Field(max_length=253)]
+    reason: Annotated[str, Field(max_length=128)]
+    message: Annotated[str, Field(max_length=1024)] = ""
+
+
+class ActiveRotation(SpecModel):
+    """The rotation in progress: its checkpoint, so a restarted operator resumes it."""
+
+    id: Annotated[str, Field(max_length=192, description="trigger:<value> or schedule:<time>.")]
+    target: Target
+    started_time: Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+    to_version: Annotated[str, Field(max_length=128)]
+    from_versions: Annotated[list[Annotated[str, Field(max_length=32)]], Field(
+        default_factory=list, max_length=16,
+        description="Versions the selected Credentials were under when it started.")]
+    checkpoint: Annotated[str | None, Field(
+        max_length=253,
+        description="Name of the last Credential handled (they are handled in name order).")] \
+        = None
+
+
 class RotationPolicyStatus(SpecModel):
     observed_generation: Annotated[int | None, Field(ge=0)] = None
     conditions: Conditions
+    rotation: Annotated[ActiveRotation | None, Field(
+        description="The rotation in progress, absent when none is.")] = None
+    progress: Annotated[Progress | None, Field(
+        description="Progress of the current or last rotation.")] = None
+    failures: Annotated[list[CredentialFailure], Field(
+        default_factory=list, max_length=50,
+        description="Credentials the current or last rotation could not re-encrypt.")]
+    versions_in_use: Annotated[dict[str, Annotated[int, Field(ge=0)]], Field(
+        default_factory=dict, max_length=32,
+        description="Master key version -> how many selected Credentials are under it.")]
     last_rotation_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] \
         = None
     next_rotation_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] \
@@ -100,6 +145,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
      "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
     {"name": "Targets", "type": "string", "jsonPath": ".spec.targets"},
     {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+    {"name": "Reencrypted", "type": "integer", "jsonPath": ".status.progress.reencrypted",
+     "priority": 1},
+    {"name": "Total", "type": "integer", "jsonPath": ".status.progress.total", "priority": 1},
     {"name": "Last-Rotation", "type": "date", "jsonPath": ".status.lastRotationTime"},
     {"name": "Next-Rotation", "type": "date", "jsonPath": ".status.nextRotationTime",
      "priority": 1},

@@ -200,6 +200,33 @@ async def resync_credential(body: kopf.Body, meta: kopf.Meta, status: kopf.Statu
 
 # -- the ciphertext Secrets: changed or deleted behind the operator's back -------------------------
 
+async def reconcile_now(memo: kopf.Memo,
+                        found: Mapping[str, Any]) -> reconcile.Outcome | None:
+    """Reconcile the Credential `found` names now, under its lock; write its status, post its
+    Events and audit entries. None if it is gone (or re-created) by the time the lock is held.
+
+    What the ciphertext watch does after a Secret event, and what a rotation does for each
+    Credential it re-encrypts (`controller.rotation`): one code path for every write."""
+    state = _state(memo)
+    api = memo.api
+    meta = found["metadata"]
+    namespace, name, uid = str(meta["namespace"]), str(meta["name"]), str(meta["uid"])
+    async with state.locked(uid):
+        # Read again under the lock: a handler may have just written status.
+        body = await api.get(common.API_VERSION, credential_model.KIND, name, namespace)
+        if body is None or body["metadata"]["uid"] != uid:
+            return None
+        outcome = await _reconcile(memo, body)
+        previous = body.get("status") or {}
+        await api.merge_patch(
+            common.API_VERSION, credential_model.KIND, name,
+            {"status": reconcile.status_of(outcome, body["metadata"].get("generation"),
+                                           previous)},
+            namespace=namespace, subresource="status")
+    await _report(memo, kopf.Body(body), outcome, previous)
+    return outcome
+
+
 async def _verify(memo: kopf.Memo, namespace: str, name: str, what: str,
                   owner_uid: str | None) -> None:
     """Re-reconcile the Credential `namespace/name` after its Secret was touched."""
@@ -213,21 +240,8 @@ async def _verify(memo: kopf.Memo, namespace: str, name: str, what: str,
             # Deleted with its Credential (garbage collection): forget its last copy too.
             state.snapshots.pop(owner_uid or "", None)
             return
-        uid = str(found["metadata"]["uid"])
-        async with state.locked(uid):
-            # Read again under the lock: a handler may have just written status.
-            body = await api.get(common.API_VERSION, credential_model.KIND, name, namespace)
-            if body is None or body["metadata"]["uid"] != uid:
-                return
-            logger.info("Credential %s/%s: %s; verifying its ciphertext", namespace, name, what)
-            outcome = await _reconcile(memo, body)
-            previous = body.get("status") or {}
-            await api.merge_patch(
-                common.API_VERSION, credential_model.KIND, name,
-                {"status": reconcile.status_of(outcome, body["metadata"].get("generation"),
-                                               previous)},
-                namespace=namespace, subresource="status")
-        await _report(memo, kopf.Body(body), outcome, previous)
+        logger.info("Credential %s/%s: %s; verifying its ciphertext", namespace, name, what)
+        await reconcile_now(memo, found)
     except kubeapi.ApiError as error:
         # The timer verifies again later; API errors carry no Secret values.
         logger.warning("Credential %s/%s: verification after '%s' failed: %s", namespace, name,
