@@ -9,7 +9,10 @@ verification: walking the chain from the database, and offline over a JSON-lines
 against simply reading the same rows.
 
 Each phase runs for a fixed time (``--seconds``, default 2.5), so the whole run stays under a
-minute. Usage: ``.venv/bin/python bench/bench_ledger.py [--seconds S]``.
+minute. Usage: ``.venv/bin/python bench/bench_ledger.py [--seconds S] [--json]``; with ``--json``
+the figures go to standard output as one JSON object (the table then goes to standard error):
+``{"appends": {title: {"chained", "plain", "ratio"}}, "verification": {title: {"verify",
+"read", "ratio"}}, ...}``, rates in events per second.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import asyncio
 import io
 import json
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any, TextIO
 
 import asyncpg
 
@@ -164,7 +169,9 @@ async def bench_verification(conn: asyncpg.Connection, chain: str) -> list[tuple
              parse_rate)]
 
 
-async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float) -> None:
+async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
+              out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Run every scenario, print the table to `out`; returns the figures."""
     await migrations.migrate(dsn_admin, app_role=APP_ROLE, app_password=password,
                              owner_role=OWNER_ROLE)
     admin = await asyncpg.connect(dsn_admin)
@@ -197,23 +204,34 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float) -> No
             (f"batches of {BATCH}, 1 chain, 1 connection", conns[:1],
              chained_batch(prebuilt["acme"]), plain_batch(prebuilt["acme"])),
         ]
+        figures: dict[str, Any] = {"postgres": version, "seconds": seconds, "appends": {},
+                                   "verification": {}}
         print(f"tenantry ledger benchmark - PostgreSQL {version}, fsync off, "
-              f"{seconds:g} s per measurement")
-        print(f"{'appends (events/s)':<52}{'chained':>10}{'plain':>10}{'chained/plain':>15}")
+              f"{seconds:g} s per measurement", file=out)
+        print(f"{'appends (events/s)':<52}{'chained':>10}{'plain':>10}{'chained/plain':>15}",
+              file=out)
         for title, group, chained, plain in scenarios:
             chained_rate = await timed(group, chained, seconds)
             plain_rate = await timed(group, plain, seconds)
+            figures["appends"][title] = {"chained": chained_rate, "plain": plain_rate,
+                                         "ratio": chained_rate / plain_rate}
             print(f"{title:<52}{chained_rate:>10.0f}{plain_rate:>10.0f}"
-                  f"{chained_rate / plain_rate:>15.2f}")
+                  f"{chained_rate / plain_rate:>15.2f}", file=out)
 
-        print(f"\n{'verification (events/s)':<62}{'verify':>10}{'read':>10}{'verify/read':>13}")
+        print(f"\n{'verification (events/s)':<62}{'verify':>10}{'read':>10}{'verify/read':>13}",
+              file=out)
         for title, verify_rate, read_rate in await bench_verification(conns[0], "acme"):
+            figures["verification"][title] = {"verify": verify_rate, "read": read_rate,
+                                              "ratio": verify_rate / read_rate}
             print(f"{title:<62}{verify_rate:>10.0f}{read_rate:>10.0f}"
-                  f"{verify_rate / read_rate:>13.2f}")
+                  f"{verify_rate / read_rate:>13.2f}", file=out)
         results = await verify.verify_all(conns[0])
         assert all(r.ok for r in results), [r.describe() for r in results if not r.ok]
+        figures["verified_chains"] = len(results)
+        figures["verified_entries"] = sum(r.checked for r in results)
         print(f"\nall {len(results)} chains verified after the run "
-              f"({sum(r.checked for r in results)} entries)")
+              f"({figures['verified_entries']} entries)", file=out)
+        return figures
     finally:
         for conn in conns:
             await conn.close()
@@ -222,13 +240,20 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=2.5, help="duration of each phase")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as JSON on stdout (the table on stderr)")
     args = parser.parse_args()
     started = time.perf_counter()
     password = secrets.token_urlsafe(18)
+    table = sys.stderr if args.json else sys.stdout
     with LocalPostgres() as server:
-        asyncio.run(run(server.dsn(), server.dsn(user=APP_ROLE, password=password), password,
-                        args.seconds))
-    print(f"total {time.perf_counter() - started:.1f} s")
+        figures = asyncio.run(run(server.dsn(), server.dsn(user=APP_ROLE, password=password),
+                                  password, args.seconds, table))
+    figures["total_seconds"] = time.perf_counter() - started
+    print(f"total {figures['total_seconds']:.1f} s", file=table)
+    if args.json:
+        json.dump(figures, sys.stdout, indent=2)
+        print()
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ _WRITER = textwrap.dedent("""
         async with conn.transaction():
             await append.append_batch(conn, [make_event(100 + i) for i in range(5)])
             print("first", flush=True)
-            await append.append_batch(conn, [make_event(200 + i) for i in range(4000)])
+            await append.append_batch(conn, [make_event(200 + i) for i in range(20000)])
             print("second", flush=True)
             await asyncio.sleep(3600)
 
@@ -139,7 +139,7 @@ async def _wait_until_active(conn: asyncpg.Connection, app_name: str) -> None:
     for _ in range(600):
         state = await conn.fetchval(
             "SELECT state FROM pg_stat_activity WHERE application_name = $1 "
-            "AND query LIKE '%append_batch%'", app_name)
+            "AND query LIKE '%ledger.append_rows%'", app_name)
         if state == "active":
             return
         await asyncio.sleep(0.01)

@@ -2,7 +2,7 @@
 
 Every Tenantry mutation and every admitted change to a Tenantry resource is recorded here as an
 `events.AuditEvent`. PostgreSQL holds the guarantees: the application role can only call
-`ledger.append_batch`, which gives each entry its sequence number, server time and SHA-256 hash
+`ledger.append_rows`, which gives each entry its sequence number, server time and SHA-256 hash
 linking it to the previous entry of its chain; updates, deletes and truncation are refused even
 for the owning role. Signed checkpoints, exported outside the database, catch the one actor the
 database cannot stop: a superuser rewriting history.
