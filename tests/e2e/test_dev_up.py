@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import re
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
+import httpx
+import yaml
 from kubernetes import client
 
 from tenantry import kube
+from tenantry.devcluster import devenv
 from tenantry.devcluster.cluster import LocalControlPlane
 from tests.conftest import REPO_ROOT
 
@@ -55,6 +60,9 @@ def test_dev_up_starts_everything_and_cleans_up() -> None:
     kubeconfig = re.search(r"^export KUBECONFIG=(\S+)$", result.stdout, re.M)
     assert kubeconfig, result.stdout
     assert re.search(r"^export TENANTRY_LEDGER_DSN='postgresql://", result.stdout, re.M)
+    assert re.search(r"^export TENANTRY_API_URL=http://127\.0\.0\.1:\d+$", result.stdout, re.M)
+    assert re.search(r"^export TENANTRY_DEV_PASSWORD_FILE=\S+$", result.stdout, re.M)
+    assert "database tenantry migrated (schemas: ledger, api)" in result.stderr
     assert "control plane ready" in result.stderr
     assert "CRDs installed" in result.stderr
     assert "applied 1 sample object(s)" in result.stderr
@@ -69,17 +77,58 @@ def test_dev_up_starts_everything_and_cleans_up() -> None:
     assert leftovers == []
 
 
-def test_children_die_with_a_killed_dev_up() -> None:
+def test_dev_user_is_the_sample_tenants_owner() -> None:
+    tenant = yaml.safe_load((REPO_ROOT / "manifests/samples/tenant-acme.yaml").read_text())
+    owners = [m["name"] for m in tenant["spec"]["members"]
+              if m["kind"] == "User" and m["role"] == "owner"]
+    assert owners == [devenv.DEV_USER]
+
+
+def _exports(stdout: IO[str]) -> dict[str, str]:
+    """The `export NAME=VALUE` lines dev up prints once ready (the password file's is last)."""
+    exports: dict[str, str] = {}
+    while "TENANTRY_DEV_PASSWORD_FILE" not in exports:
+        line = stdout.readline()
+        assert line.startswith("export "), (line, exports)
+        name, _, value = line.removeprefix("export ").strip().partition("=")
+        exports[name] = value
+    return exports
+
+
+def test_dev_api_logs_in_the_dev_user_and_dies_with_a_killed_dev_up() -> None:
     process = subprocess.Popen(
-        [*TENANTRY, "dev", "up", "--no-postgres", "--no-samples", "--no-operator"], cwd=REPO_ROOT,
+        [*TENANTRY, "dev", "up", "--no-samples", "--no-operator"], cwd=REPO_ROOT,
         env=_env_without_cluster(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("export KUBECONFIG="), line
+        exports = _exports(process.stdout)
+        assert exports["KUBECONFIG"]
+        url = exports["TENANTRY_API_URL"]
+        password_file = Path(exports["TENANTRY_DEV_PASSWORD_FILE"])
+        assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+        password = password_file.read_text().strip()
+        # etcd, kube-apiserver, kube-controller-manager, postgres and the API
         children = _children_of(process.pid)
-        assert len(children) == 3, children  # etcd, kube-apiserver, kube-controller-manager
+        api = [pid for pid in children
+               if b"\0api\0run\0" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(children) == 5 and len(api) == 1, children
+        with httpx.Client(base_url=url, timeout=30) as http:
+            # No bypass: without credentials the API refuses, with a wrong password too.
+            assert http.get("/v1/me").status_code == 401
+            wrong = http.post("/v1/auth/login",
+                              json={"username": devenv.DEV_USER, "password": password + "x"})
+            assert wrong.status_code == 401, wrong.text
+            assert "access_token" not in wrong.text
+            login = http.post("/v1/auth/login",
+                              json={"username": devenv.DEV_USER, "password": password})
+            assert login.status_code == 200, login.text
+            tokens = login.json()
+            assert tokens["token_type"] == "Bearer" and tokens["refresh_token"]
+            me = http.get("/v1/me",
+                          headers={"Authorization": f"Bearer {tokens['access_token']}"})
+            assert me.status_code == 200, me.text
+            assert me.json()["user"] == devenv.DEV_USER
         process.send_signal(signal.SIGKILL)  # no chance to clean up
         process.wait(10)
         deadline = time.monotonic() + 30

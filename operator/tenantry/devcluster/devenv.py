@@ -8,6 +8,12 @@ certificate. Our control plane is configured for that; a given cluster's apiserv
 configure, so the webhook starts there only when told which CA signs that apiserver's webhook
 client certificate ($TENANTRY_WEBHOOK_CLIENT_CA, and optionally its CN in
 $TENANTRY_WEBHOOK_CLIENT_CN).
+
+With PostgreSQL, every component's schema is migrated by the one `tenantry db migrate` runner
+(each component its own app role and random password), and the API pod runs on loopback with a
+signing key of this environment's own. Its only user is the sample tenant's owner, a password
+user whose random password is in a 0600 file: the dev API authenticates exactly as a real one
+does, there is no bypass.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from typing import Any, cast
 from kubernetes import client
 
 from tenantry import kube
+from tenantry.api import cli as api_cli
+from tenantry.api import schema as api_schema
 from tenantry.crypto import cli as crypto_cli
 from tenantry.devcluster.cluster import WEBHOOK_CLIENT_CN, LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
@@ -47,11 +55,26 @@ class DevEnvironment:
     control_plane: LocalControlPlane | None
     operator: ManagedProcess | None
     webhook: ManagedProcess | None = None
+    api: DevApi | None = None
 
     def processes(self) -> list[ManagedProcess]:
         children = self.control_plane.processes() if self.control_plane else []
         return [*children, *([self.operator] if self.operator else []),
-                *([self.webhook] if self.webhook else [])]
+                *([self.webhook] if self.webhook else []),
+                *([self.api.process] if self.api else [])]
+
+
+@dataclasses.dataclass
+class DevApi:
+    """`tenantry api run` on loopback, and the file holding the dev user's password."""
+
+    process: ManagedProcess
+    url: str
+    password_file: Path
+
+
+DEV_USER = "alice@acme.example"
+"""The API's dev user: the owner of manifests/samples/tenant-acme.yaml."""
 
 
 def _say(message: str) -> None:
@@ -67,14 +90,79 @@ def install_crds(kubeconfig: Path) -> None:
         api.close()
 
 
+def migrate_databases(postgres: LocalPostgres, state_dir: Path) -> dict[str, Path]:
+    """Migrate every component's schema (`tenantry db migrate`'s components, in its order) in
+    the dev database, each app role with a fresh random password; {component: its app DSN file,
+    `<component>-dsn`, mode 0600}."""
+    dsn_files = {}
+    for component in api_cli.components():
+        password = secrets.token_urlsafe(18)
+        asyncio.run(migrations.migrate(postgres.dsn(), component=component,
+                                       app_password=password))
+        dsn_file = state_dir / f"{component.name}-dsn"
+        dsn_file.touch(mode=0o600)
+        dsn_file.write_text(postgres.dsn(user=component.default_app_role, password=password))
+        dsn_files[component.name] = dsn_file
+    return dsn_files
+
+
+def ledger_options(dsn_files: dict[str, Path], state_dir: Path) -> list[str]:
+    """The operator options that point at the migrated ledger."""
+    return ["--ledger-dsn-file", str(dsn_files[migrations.LEDGER.name]),
+            "--ledger-spool", str(state_dir / "ledger-spool")]
+
+
 def prepare_ledger(postgres: LocalPostgres, state_dir: Path) -> list[str]:
-    """Migrate the ledger in the dev database; the operator options that point at it."""
-    password = secrets.token_urlsafe(18)
-    asyncio.run(migrations.migrate(postgres.dsn(), app_password=password))
-    dsn_file = state_dir / "ledger-dsn"
-    dsn_file.touch(mode=0o600)
-    dsn_file.write_text(postgres.dsn(user=migrations.DEFAULT_APP_ROLE, password=password))
-    return ["--ledger-dsn-file", str(dsn_file), "--ledger-spool", str(state_dir / "ledger-spool")]
+    """Migrate the dev database (every component); the operator options for its ledger."""
+    return ledger_options(migrate_databases(postgres, state_dir), state_dir)
+
+
+async def _create_password_user(dsn: str, username: str, password: str) -> None:
+    import asyncpg
+
+    from tenantry.api import passwords, store
+
+    hashed = passwords.Passwords().hash(password)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await store.upsert_password_user(conn, username, hashed, replace=True)
+    finally:
+        await conn.close()
+
+
+def start_api(dsn_file: Path, log_dir: Path, *, username: str = DEV_USER) -> DevApi:
+    """`tenantry api run` as a child process on a free loopback port, ready once /readyz
+    answers, with a signing key made here and `username` as a password user whose random
+    password is in `log_dir/api-dev-password` (0600)."""
+    from tenantry.api.tokens import rfc7517
+
+    key_file = log_dir / "api-signing.pem"
+    rfc7517.write_private_key(rfc7517.generate(), key_file)
+    password = secrets.token_urlsafe(24)
+    password_file = log_dir / "api-dev-password"
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    asyncio.run(_create_password_user(dsn_file.read_text().strip(), username, password))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = ManagedProcess(
+        "api",
+        [sys.executable, "-m", "tenantry", "api", "run", "--dsn-file", str(dsn_file),
+         "--signing-key-file", str(key_file), "--listen", f"127.0.0.1:{port}"],
+        log_dir / "api.log",
+    )
+
+    def ready() -> bool:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+
+    try:
+        wait_until(ready, timeout=60, what="the API's /readyz", process=process)
+    except BaseException:
+        process.stop()
+        raise
+    return DevApi(process=process, url=url, password_file=password_file)
 
 
 def start_operator(kubeconfig: Path, log_dir: Path,
@@ -195,12 +283,18 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
         dsn = None
         state_dir = control_plane.workdir if control_plane else Path(tempfile.mkdtemp())
         operator_options = ["--no-ledger"]
+        dev_api = None
         if with_postgres:
             postgres = stack.enter_context(LocalPostgres())
             dsn = postgres.dsn()
             _say(f"PostgreSQL ready on 127.0.0.1:{postgres.port}")
-            operator_options = prepare_ledger(postgres, state_dir)
-            _say("audit ledger migrated (database tenantry, schema ledger)")
+            dsn_files = migrate_databases(postgres, state_dir)
+            operator_options = ledger_options(dsn_files, state_dir)
+            _say(f"database tenantry migrated (schemas: {', '.join(dsn_files)})")
+            dev_api = start_api(dsn_files[api_schema.COMPONENT.name], state_dir)
+            stack.callback(dev_api.process.stop)
+            _say(f"API running at {dev_api.url}, user {DEV_USER} "
+                 f"(log: {dev_api.process.log_path})")
         install_crds(kubeconfig)
         _say("CRDs installed: " + ", ".join(r.name for r in crdgen.RESOURCES))
         operator = webhook = None
@@ -241,7 +335,8 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
                 _say(f"sample tenant(s) Ready: {', '.join(tenants)}")
                 _say(crypto_cli.seal_dev_sample(kubeconfig, operator_options))
         yield DevEnvironment(kubeconfig=kubeconfig, postgres_dsn=dsn,
-                             control_plane=control_plane, operator=operator, webhook=webhook)
+                             control_plane=control_plane, operator=operator, webhook=webhook,
+                             api=dev_api)
 
 
 def run_until_signalled(kubeconfig: Path | None, *, with_postgres: bool, samples: Path | None,
@@ -259,6 +354,9 @@ def run_until_signalled(kubeconfig: Path | None, *, with_postgres: bool, samples
         if env.postgres_dsn:
             # The DSN carries a password: shown to the user at their terminal, never logged.
             print(f"export TENANTRY_LEDGER_DSN='{env.postgres_dsn}'", flush=True)
+        if env.api is not None:
+            print(f"export TENANTRY_API_URL={env.api.url}", flush=True)
+            print(f"export TENANTRY_DEV_PASSWORD_FILE={env.api.password_file}", flush=True)
         _say("ready. Try: kubectl get tenants; kubectl get tenantry -A; "
              "kubectl get networkpolicies -n acme-prod")
         if exit_when_ready:

@@ -31,13 +31,14 @@ def free_port() -> int:
 
 def _preexec(uid: int | None, gid: int | None) -> Callable[[], None]:
     def run_in_child() -> None:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if gid is not None:
             os.setgroups([])
             os.setgid(gid)
         if uid is not None:
             os.setuid(uid)
+        # After the credential change: the kernel clears the parent-death signal on one.
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
     return run_in_child
 
