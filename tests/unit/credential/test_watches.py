@@ -86,3 +86,18 @@ async def test_a_secret_watch_per_tenant_namespace_started_and_stopped_with_it()
         await follow.stop()
         await api.close()
     assert seen == []
+
+
+async def test_the_watches_hold_their_connections_on_a_pool_of_their_own() -> None:
+    """Each watch keeps a connection open: on the operator's shared client (a pool of 100), a
+    hundred tenant namespaces would starve every reconcile (bench_tenants stalled at 1 of 200
+    tenants Ready before this)."""
+    shared = aclient.ApiClient()
+    follow = watches.TenantSecretWatches(shared, lambda kind, obj: None)
+    try:
+        assert follow._api is not shared
+        assert follow._api.configuration.connection_pool_maxsize == 0  # aiohttp: no limit
+        assert shared.configuration.connection_pool_maxsize == 100  # left as it was
+    finally:
+        await follow.stop()
+        await shared.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -67,15 +68,27 @@ def follower(api: aclient.ApiClient, namespace: str,
         on_change=on_change, forbidden_backoff=FORBIDDEN_BACKOFF)
 
 
+def watch_client(api: aclient.ApiClient) -> aclient.ApiClient:
+    """A client of its own for the watches, with no limit on its connection pool.
+
+    Each watch holds one connection for as long as it runs. On the operator's shared client
+    (a pool of 100) a hundred tenant namespaces would take every connection, and the reconciles
+    waiting for one would never run: the watches get their own pool.
+    """
+    configuration = copy.copy(api.configuration)
+    configuration.connection_pool_maxsize = 0  # aiohttp: no limit
+    return aclient.ApiClient(configuration)
+
+
 class TenantSecretWatches:
-    """A watch of the ciphertext Secrets in each tenant namespace.
+    """A watch of the ciphertext Secrets in each tenant namespace, on a client of its own.
 
     `follow` creates the watch's task in the caller's context: called from a kopf handler, that
     context lets the callback post kopf Events.
     """
 
     def __init__(self, api: aclient.ApiClient, on_secret: OnChange) -> None:
-        self._api = api
+        self._api = watch_client(api)
         self._on_secret = on_secret
         self.secrets: dict[str, listwatch.ListWatch[dict[str, Any]]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -115,3 +128,4 @@ class TenantSecretWatches:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self._api.close()
