@@ -133,6 +133,22 @@ def control_plane() -> Iterator[LocalControlPlane]:
         yield plane
 
 
+@contextlib.contextmanager
+def operator_ready_plane() -> Iterator[LocalControlPlane]:
+    """A control plane of a test module's own, with the CRDs and the operator's namespace and
+    RBAC: for tests that kill operators, which must never disturb the session's."""
+    with LocalControlPlane() as plane:
+        install_crds(plane.admin_kubeconfig)
+        api = kube.api_client(plane.admin_kubeconfig)
+        try:
+            kube.apply(api, kube.load_manifests([
+                REPO_ROOT / "manifests" / "namespace.yaml",
+                REPO_ROOT / "manifests" / "operator" / "rbac.yaml"]))
+        finally:
+            api.close()
+        yield plane
+
+
 @pytest.fixture(scope="session")
 def admin_api(control_plane: LocalControlPlane) -> Iterator[client.ApiClient]:
     """An ApiClient authenticated as a cluster admin (group system:masters)."""

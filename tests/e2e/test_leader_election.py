@@ -14,8 +14,12 @@ from kubernetes import client
 
 from tenantry import kube
 from tenantry.devcluster.cluster import LocalControlPlane
-from tenantry.devcluster.devenv import install_crds
-from tests.conftest import OPERATOR_GROUPS, OPERATOR_USER, REPO_ROOT, OperatorProcess
+from tests.conftest import (
+    OPERATOR_GROUPS,
+    OPERATOR_USER,
+    OperatorProcess,
+    operator_ready_plane,
+)
 from tests.helpers import GROUP, VERSION, conditions_of, eventually
 
 LEASE_SECONDS = 4
@@ -23,15 +27,7 @@ LEASE_SECONDS = 4
 
 @pytest.fixture(scope="module")
 def plane() -> Iterator[LocalControlPlane]:
-    with LocalControlPlane() as plane:
-        install_crds(plane.admin_kubeconfig)
-        api = kube.api_client(plane.admin_kubeconfig)
-        try:
-            kube.apply(api, kube.load_manifests([
-                REPO_ROOT / "manifests" / "namespace.yaml",
-                REPO_ROOT / "manifests" / "operator" / "rbac.yaml"]))
-        finally:
-            api.close()
+    with operator_ready_plane() as plane:
         yield plane
 
 

@@ -29,7 +29,6 @@ from tenantry.controller.credential import ciphertext, custody
 from tenantry.crypto import cli as crypto_cli
 from tenantry.crypto import keyring
 from tenantry.devcluster.cluster import LocalControlPlane
-from tenantry.devcluster.devenv import install_crds
 from tests.conftest import (
     OPERATOR_GROUPS,
     OPERATOR_USER,
@@ -37,6 +36,7 @@ from tests.conftest import (
     Ledger,
     OperatorProcess,
     UserApi,
+    operator_ready_plane,
 )
 from tests.e2e.conftest import TenantFactory, owner
 from tests.e2e.test_credentials import (
@@ -359,15 +359,7 @@ KILLED = 120
 @pytest.fixture(scope="module")
 def own_plane() -> Iterator[LocalControlPlane]:
     """A control plane of its own: killing this test's operator never disturbs the session's."""
-    with LocalControlPlane() as plane:
-        install_crds(plane.admin_kubeconfig)
-        api = kube.api_client(plane.admin_kubeconfig)
-        try:
-            kube.apply(api, kube.load_manifests([
-                REPO_ROOT / "manifests" / "namespace.yaml",
-                REPO_ROOT / "manifests" / "operator" / "rbac.yaml"]))
-        finally:
-            api.close()
+    with operator_ready_plane() as plane:
         yield plane
 
 
