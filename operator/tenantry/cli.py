@@ -59,9 +59,10 @@ def _cmd_dev_build(args: argparse.Namespace) -> int:
 
 def _ledger_options(args: argparse.Namespace) -> Any:
     from tenantry.controller import audit
+    from tenantry.ledger import recorder
 
     try:
-        dsn = audit.ledger_dsn(args.ledger_dsn_file, disabled=args.no_ledger)
+        dsn = recorder.ledger_dsn(args.ledger_dsn_file, disabled=args.no_ledger)
     except ValueError as error:
         raise SystemExit(f"tenantry operator run: {error}") from None
     return audit.LedgerOptions(dsn=dsn, spool=Path(args.ledger_spool))

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tenantry.controller import audit
 from tenantry.ledger import append
+from tenantry.ledger import recorder as audit
 from tenantry.ledger.spool import Spool
 from tests.ledger.ledger_helpers import Database, make_event, read_chain
 

@@ -19,6 +19,7 @@ from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.rotation import handlers as rotation_handlers
 from tenantry.controller.tenant import handlers as tenant_handlers
 from tenantry.controller.tenant import rbac
+from tenantry.ledger.recorder import Recorder
 from tenantry.ledger.spool import Spool
 from tenantry.model import common
 
@@ -59,13 +60,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(**kwargs)
 
 
-def start_ledger(options: audit.LedgerOptions | None, identity: str) -> audit.Recorder | None:
+def start_ledger(options: audit.LedgerOptions | None, identity: str) -> Recorder | None:
     """The audit recorder, flushing in the background; None only with --no-ledger."""
     if options is None or options.dsn is None:
         logger.warning("audit ledger disabled (--no-ledger): the operator's changes are not "
                        "recorded")
         return None
-    recorder = audit.Recorder(Spool(options.spool), options.dsn, identity)
+    recorder = Recorder(Spool(options.spool), options.dsn, identity)
     recorder.start()
     return recorder
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import kopf
 from aiohttp import web
 
-from tenantry.controller import audit, leader
+from tenantry.controller import leader
 from tenantry.controller.audit import LedgerOptions
 from tenantry.controller.credential.custody import KeyOptions
 from tenantry.controller.kubeapi import KubeApi
+from tenantry.ledger.recorder import Recorder
 from tenantry.ledger.spool import Spool
 
 
@@ -94,7 +95,7 @@ async def _deliver_leftover_events(options: LedgerOptions | None) -> None:
     stands by (the leader would otherwise be the only one to drain its own spool)."""
     if options is None or options.dsn is None:
         return
-    recorder = audit.Recorder(Spool(options.spool), options.dsn, actor="standby")
+    recorder = Recorder(Spool(options.spool), options.dsn, actor="standby")
     if recorder.spool.count():
         await recorder.close()  # one bounded attempt; what fails stays for the next start
 

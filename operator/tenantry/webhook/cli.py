@@ -218,9 +218,9 @@ def settings_from(args: argparse.Namespace) -> Any:
 
 
 def _ledger_dsn(args: argparse.Namespace) -> str | None:
-    from tenantry.controller import audit
+    from tenantry.ledger import recorder
 
-    return audit.ledger_dsn(args.ledger_dsn_file, disabled=args.no_ledger)
+    return recorder.ledger_dsn(args.ledger_dsn_file, disabled=args.no_ledger)
 
 
 def run_command(args: argparse.Namespace) -> int:

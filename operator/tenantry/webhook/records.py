@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from tenantry.admission import policy
 from tenantry.admission.policy import Exempted
 from tenantry.admission.violation import Violation
-from tenantry.controller import audit
 from tenantry.ledger import events
+from tenantry.ledger import recorder as ledger_recorder
 from tenantry.webhook.review import AdmissionRequest, Verdict
 
 logger = logging.getLogger(__name__)
@@ -192,9 +192,9 @@ def ledger_event(record: AdmissionRecord) -> events.AuditEvent | None:
 
 class LedgerSink:
     """Sends decisions worth keeping to the audit ledger, through a durable spool (see
-    `tenantry.controller.audit.Recorder`): never blocks on, nor fails with, the database."""
+    `tenantry.ledger.recorder.Recorder`): never blocks on, nor fails with, the database."""
 
-    def __init__(self, recorder: audit.Recorder) -> None:
+    def __init__(self, recorder: ledger_recorder.Recorder) -> None:
         self._recorder = recorder
 
     def record(self, record: AdmissionRecord) -> None:

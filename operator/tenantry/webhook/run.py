@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tenantry.controller import audit as operator_audit
 from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.ledger import recorder as ledger_recorder
 from tenantry.ledger.spool import Spool
 from tenantry.webhook import audit, certs, clientauth, configuration, routes, server, tls
 from tenantry.webhook.directory import TenantDirectory
@@ -108,7 +108,7 @@ class Webhook:
         self.directory: TenantDirectory | None = None
         self.keeper: tls.CertKeeper | None = None
         self.ledger: audit.LedgerWriter | None = None
-        self.decisions: operator_audit.Recorder | None = None
+        self.decisions: ledger_recorder.Recorder | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -124,7 +124,7 @@ class Webhook:
         self._tasks.append(asyncio.create_task(ingress_hosts.run()))  # stop() cancels it
         if settings.ledger_dsn:
             self.ledger = audit.LedgerWriter(settings.ledger_dsn)
-            self.decisions = operator_audit.Recorder(Spool(settings.ledger_spool),
+            self.decisions = ledger_recorder.Recorder(Spool(settings.ledger_spool),
                                                      settings.ledger_dsn, actor="admission")
             self.decisions.start()
             self.recorder.add(LedgerSink(self.decisions))
