@@ -30,7 +30,7 @@ from typing import Any, TextIO
 import asyncpg
 
 from tenantry.devcluster.postgres import LocalPostgres
-from tenantry.ledger import append, events, export, migrations, verify
+from tenantry.ledger import append, client, events, export, migrations, verify
 
 APP_ROLE, OWNER_ROLE = "bench_app", "bench_owner"
 TENANTS = [f"tenant-{i:02d}" for i in range(16)]
@@ -120,6 +120,16 @@ def chained_one(events_of: Callable[[asyncpg.Connection], Prebuilt]) -> Op:
     return op
 
 
+def coalesced_one(ledger: client.LedgerClient,
+                  events_of: Callable[[asyncpg.Connection], Prebuilt]) -> Op:
+    """A single append through the group-commit client (the webhook's path): concurrent
+    writers' appends share round trips; each still waits for its own commit."""
+    async def op(conn: asyncpg.Connection, n: int) -> int:
+        await ledger.append(events_of(conn).events[n % POOL])
+        return 1
+    return op
+
+
 def plain_one(events_of: Callable[[asyncpg.Connection], Prebuilt]) -> Op:
     async def op(conn: asyncpg.Connection, n: int) -> int:
         await conn.execute(_PLAIN_ONE, *events_of(conn).plain[n % POOL])
@@ -193,6 +203,7 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
     def own_tenant(conn: asyncpg.Connection) -> Prebuilt:
         return own[id(conn)]
 
+    ledger = client.LedgerClient(dsn_app)
     try:
         scenarios: list[tuple[str, list[asyncpg.Connection], Op, Op]] = [
             ("single appends, 1 chain, 1 connection", conns[:1],
@@ -203,6 +214,12 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
              chained_one(shared), plain_one(shared)),
             (f"batches of {BATCH}, 1 chain, 1 connection", conns[:1],
              chained_batch(prebuilt["acme"]), plain_batch(prebuilt["acme"])),
+            # The same single appends from 16 concurrent writers, through ledger.client (one
+            # pool, group commit) on the chained side; plain: 16 connections as above.
+            ("ledger.client, 16 tenant chains, 16 writers", conns,
+             coalesced_one(ledger, own_tenant), plain_one(own_tenant)),
+            ("ledger.client, 1 chain, 16 writers", conns,
+             coalesced_one(ledger, shared), plain_one(shared)),
         ]
         figures: dict[str, Any] = {"postgres": version, "seconds": seconds, "appends": {},
                                    "verification": {}}
@@ -233,6 +250,7 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
               f"({figures['verified_entries']} entries)", file=out)
         return figures
     finally:
+        await ledger.close()
         for conn in conns:
             await conn.close()
 

@@ -6,13 +6,18 @@ One run, one local control plane:
   2. operator: N Tenant objects created at once; the time from each create to its Ready=True.
 Prints tenants/s for both, p50/p99 create->Ready, and the ratio operator/baseline.
 
-    .venv/bin/python bench/bench_tenants.py [--tenants 200] [--concurrency 32]
+    .venv/bin/python bench/bench_tenants.py [--tenants 200] [--concurrency 32] [--json]
+
+With --json the figures go to standard output as one JSON object (the table to standard error):
+{"baseline": {"tenants_per_s", "objects_per_s"}, "operator": {"tenants_per_s", "ready_p50_s",
+ "ready_p99_s"}, "ratio"}.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -20,6 +25,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 from kubernetes import client
 
@@ -78,7 +84,9 @@ def operator_run(kubeconfig: Path, tenants: int) -> tuple[float, list[float]]:
         # Polling a list (not a watch) cannot silently end early; 0.1 s resolution is plenty.
         deadline = time.perf_counter() + 600
         while len(ready) < tenants and time.perf_counter() < deadline:
-            for obj in custom.list_cluster_custom_object(GROUP, VERSION, "tenants")["items"]:
+            listed = cast(dict[str, Any],
+                          custom.list_cluster_custom_object(GROUP, VERSION, "tenants"))
+            for obj in listed["items"]:
                 name = obj["metadata"]["name"]
                 conditions = (obj.get("status") or {}).get("conditions") or []
                 if name not in ready and any(c["type"] == "Ready" and c["status"] == "True"
@@ -109,7 +117,10 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=32,
                         help="tenants applied in parallel by the baseline client")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as JSON on stdout (the table on stderr)")
     args = parser.parse_args()
+    out = sys.stderr if args.json else sys.stdout
     with LocalControlPlane() as plane, LocalPostgres() as postgres:
         install_crds(plane.admin_kubeconfig)
         base_seconds, objects = asyncio.run(
@@ -124,13 +135,21 @@ def main() -> None:
     base_rate = args.tenants / base_seconds
     op_rate = args.tenants / op_seconds
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"tenants: {args.tenants} ({objects // args.tenants} child objects each)")
+    p50 = statistics.median(latencies)
+    print(f"tenants: {args.tenants} ({objects // args.tenants} child objects each)", file=out)
     print(f"baseline direct apply : {base_rate:7.1f} tenants/s  "
-          f"({objects / base_seconds:.0f} objects/s, {base_seconds:.1f} s)")
-    print(f"operator              : {op_rate:7.1f} tenants/s  ({op_seconds:.1f} s)")
-    print(f"create->Ready         : p50 {statistics.median(latencies):.2f} s, p99 {p99:.2f} s")
-    print(f"ratio operator/baseline: {op_rate / base_rate:.2f}")
-
+          f"({objects / base_seconds:.0f} objects/s, {base_seconds:.1f} s)", file=out)
+    print(f"operator              : {op_rate:7.1f} tenants/s  ({op_seconds:.1f} s)", file=out)
+    print(f"create->Ready         : p50 {p50:.2f} s, p99 {p99:.2f} s", file=out)
+    print(f"ratio operator/baseline: {op_rate / base_rate:.2f}", file=out)
+    if args.json:
+        json.dump({"tenants": args.tenants, "children_per_tenant": objects // args.tenants,
+                   "baseline": {"tenants_per_s": base_rate,
+                                "objects_per_s": objects / base_seconds},
+                   "operator": {"tenants_per_s": op_rate, "ready_p50_s": p50,
+                                "ready_p99_s": p99},
+                   "ratio": op_rate / base_rate}, sys.stdout, indent=2)
+        print()
 
 if __name__ == "__main__":
     main()

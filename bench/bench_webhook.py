@@ -12,7 +12,11 @@ One run, one local control plane, one webhook process (`tenantry webhook run`, c
     apiserver's webhook client certificate, as the webhook requires).
 Dry runs are admitted (and reviewed) like real creates but store nothing.
 
-    .venv/bin/python bench/bench_webhook.py [--requests 1000] [--concurrency 8]
+    .venv/bin/python bench/bench_webhook.py [--requests 1000] [--concurrency 8] [--json]
+
+With --json the figures go to standard output as one JSON object (the table to standard error):
+{"latency_ms": {"without", "with"} each {"p50", "p99"}, "added_ms": {"p50", "p99"},
+ "throughput": {"without", "with", "direct"} (requests/s), "ratio"}.
 """
 
 from __future__ import annotations
@@ -178,7 +182,10 @@ def main() -> None:
                         help="concurrent clients for throughput (default 8)")
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="throughput time per side (default 20)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the figures as JSON on stdout (the table on stderr)")
     args = parser.parse_args()
+    out = sys.stderr if args.json else sys.stdout
 
     with LocalControlPlane() as plane:
         install_crds(plane.admin_kubeconfig)
@@ -230,20 +237,33 @@ def main() -> None:
     ms = 1000.0
     p50_t, p50_p = statistics.median(tenant) * ms, statistics.median(plain) * ms
     p99_t, p99_p = percentile(tenant, 0.99) * ms, percentile(plain, 0.99) * ms
-    print(f"dry-run pod creates, {args.requests} per namespace, interleaved, one connection:")
-    print(f"  without webhook (plain namespace): p50 {p50_p:6.2f} ms   p99 {p99_p:6.2f} ms")
-    print(f"  with webhook (tenant namespace):   p50 {p50_t:6.2f} ms   p99 {p99_t:6.2f} ms")
+    ratio = rates[TENANT_NS] / rates[PLAIN_NS]
+    print(f"dry-run pod creates, {args.requests} per namespace, interleaved, one connection:",
+          file=out)
+    print(f"  without webhook (plain namespace): p50 {p50_p:6.2f} ms   p99 {p99_p:6.2f} ms",
+          file=out)
+    print(f"  with webhook (tenant namespace):   p50 {p50_t:6.2f} ms   p99 {p99_t:6.2f} ms",
+          file=out)
     print(f"  added latency:                     p50 {p50_t - p50_p:6.2f} ms   "
-          f"p99 {p99_t - p99_p:6.2f} ms")
+          f"p99 {p99_t - p99_p:6.2f} ms", file=out)
     print(f"  ratio with/without:                p50 {p50_t / p50_p:6.2f}x    "
-          f"p99 {p99_t / p99_p:6.2f}x")
-    print(f"throughput, {args.concurrency} concurrent clients, alternating blocks:")
-    print(f"  without webhook: {rates[PLAIN_NS]:7.1f} creates/s")
+          f"p99 {p99_t / p99_p:6.2f}x", file=out)
+    print(f"throughput, {args.concurrency} concurrent clients, alternating blocks:", file=out)
+    print(f"  without webhook: {rates[PLAIN_NS]:7.1f} creates/s", file=out)
     print(f"  with webhook:    {rates[TENANT_NS]:7.1f} creates/s (= reviews/s through the "
-          f"apiserver)   ratio {rates[TENANT_NS] / rates[PLAIN_NS]:.2f}")
-    print(f"  webhook alone:   {direct['direct']:7.1f} AdmissionReviews/s posted directly")
-    sys.stdout.flush()
-
+          f"apiserver)   ratio {ratio:.2f}", file=out)
+    print(f"  webhook alone:   {direct['direct']:7.1f} AdmissionReviews/s posted directly",
+          file=out)
+    out.flush()
+    if args.json:
+        json.dump({"requests": args.requests, "concurrency": args.concurrency,
+                   "latency_ms": {"without": {"p50": p50_p, "p99": p99_p},
+                                  "with": {"p50": p50_t, "p99": p99_t}},
+                   "added_ms": {"p50": p50_t - p50_p, "p99": p99_t - p99_p},
+                   "throughput": {"without": rates[PLAIN_NS], "with": rates[TENANT_NS],
+                                  "direct": direct["direct"]},
+                   "ratio": ratio}, sys.stdout, indent=2)
+        print()
 
 if __name__ == "__main__":
     main()

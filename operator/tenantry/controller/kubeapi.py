@@ -5,13 +5,23 @@ on kopf's event loop without thread pools, shares auth and kubeconfig handling w
 `kubernetes` package the CLI and tests use, and lets us send server-side apply patches. Builders
 produce plain dicts, so this module addresses objects by (apiVersion, kind) through a fixed table
 of the kinds Tenantry manages: no discovery round trips on the hot path.
+
+The environment is read once: kubernetes_asyncio's HTTP session trusts it, so aiohttp looks the
+proxy variables up and reads ~/.netrc again on every request, each time in a thread of the
+default executor. For a burst of Credentials that was a tenth of the operator's CPU (py-spy,
+bench/bench_credentials.py). `from_kubeconfig` resolves the proxy for the apiserver once, as
+the variables say (kubeconfig's own `proxy-url` first), and gives the client a session that does
+not look again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
+import urllib.request
 from typing import Any, cast
 
+import aiohttp
 from kubernetes_asyncio import client as aclient
 from kubernetes_asyncio import config as aconfig
 
@@ -39,6 +49,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         "Namespace": Kind("v1", "namespaces", False),
         "Secret": Kind("v1", "secrets", True),
         "ConfigMap": Kind("v1", "configmaps", True),
+        "Event": Kind("v1", "events", True),
         "ServiceAccount": Kind("v1", "serviceaccounts", True),
         "ResourceQuota": Kind("v1", "resourcequotas", True),
         "LimitRange": Kind("v1", "limitranges", True),
@@ -54,6 +65,7 @@ KINDS: dict[tuple[str, str], Kind] = {
         "ValidatingAdmissionPolicyBinding": Kind(
             "admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False),
         "SelfSubjectReview": Kind("authentication.k8s.io/v1", "selfsubjectreviews", False),
+        "TokenReview": Kind("authentication.k8s.io/v1", "tokenreviews", False),
         "Lease": Kind("coordination.k8s.io/v1", "leases", True),
         "PriorityClass": Kind("scheduling.k8s.io/v1", "priorityclasses", False),
         "Tenant": Kind("tenantry.dev/v1alpha1", "tenants", False),
@@ -97,6 +109,33 @@ def _api_error(error: aclient.ApiException) -> ApiError:
                     str(body.get("message", error.body or "")))
 
 
+def environment_proxy(server: str) -> str | None:
+    """The proxy $HTTPS_PROXY / $HTTP_PROXY name for `server` (an URL), unless $NO_PROXY
+    exempts it: what aiohttp's trust_env would pick for each request."""
+    url = urllib.parse.urlsplit(server)
+    if not url.hostname or url.scheme not in ("http", "https"):
+        return None
+    if urllib.request.proxy_bypass(url.hostname):
+        return None
+    return urllib.request.getproxies().get(url.scheme)
+
+
+# kubernetes_asyncio's read buffer: watch events of large objects exceed aiohttp's default.
+_READ_BUFSIZE = 2**21
+
+
+def read_environment_once(api: aclient.ApiClient) -> None:
+    """Give `api` a session that does not consult the environment per request (see above),
+    with the proxy the environment names for its server; before its first request."""
+    rest = api.rest_client
+    if rest.proxy is None:
+        rest.proxy = environment_proxy(api.configuration.host)
+    trusting = rest.pool_manager
+    rest.pool_manager = aiohttp.ClientSession(connector=trusting.connector, trust_env=False,
+                                              read_bufsize=_READ_BUFSIZE)
+    trusting.detach()  # the connector now belongs to the new session
+
+
 class KubeApi:
     """Async CRUD of plain-dict objects over one ApiClient."""
 
@@ -113,6 +152,7 @@ class KubeApi:
                 api = aclient.ApiClient()
             except aconfig.ConfigException:
                 api = await aconfig.new_client_from_config()
+        read_environment_once(api)
         return cls(api)
 
     async def close(self) -> None:

@@ -15,6 +15,8 @@ Modules, pure ones first:
 - `schema`: the SQL migrations (tables, triggers, hashing in SQL, the append function);
 - `migrations`: applies them and sets up the owner and application roles;
 - `append`: `append` / `append_batch`;
+- `client`: `LedgerClient`, for writers that wait on each entry (the webhook): concurrent
+  appends committed together in one round trip (group commit);
 - `export`: streams rows out of the database, reads and writes JSON lines;
 - `verify`: walks chains and reports the first broken entry;
 - `checkpoints`: Ed25519-signed chain heads and verification against them;

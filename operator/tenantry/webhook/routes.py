@@ -20,6 +20,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from tenantry.ledger import client as ledger_client
 from tenantry.webhook import (
     audit,
     configuration,
@@ -82,7 +83,7 @@ class HandlerContext:
     tenants: TenantDirectory
     recorder: Recorder
     operator_namespace: str
-    ledger: audit.LedgerWriter | None = None
+    ledger: ledger_client.LedgerClient | None = None
     """Where changes to Tenantry's resources are recorded; None (--no-ledger): not at all."""
     ledger_fail_closed: bool = True
     """Refuse a change that cannot be recorded (the default); False admits it, unrecorded."""
