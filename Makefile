@@ -19,7 +19,8 @@ venv: $(BIN)/tenantry
 dev: venv
 	$(BIN)/tenantry dev up
 
-## make controlplane: build etcd/kube-apiserver/kube-controller-manager once into ~/.cache/tenantry
+## make controlplane: build etcd/kube-apiserver/kube-controller-manager and kubectl once into
+## ~/.cache/tenantry (each cached apart: a missing one is built, the others are kept)
 controlplane: venv
 	$(BIN)/tenantry dev build
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from tenantry.devcluster import build
+from tenantry.devcluster.cluster import LocalControlPlane
 from tests.conftest import OperatorProcess
 from tests.helpers import GROUP, VERSION, conditions_of, eventually
 
@@ -58,3 +62,39 @@ def tenants(admin_api: client.ApiClient, operator: OperatorProcess) -> Iterator[
 
 def owner(name: str) -> dict[str, str]:
     return {"kind": "User", "name": name, "role": "owner"}
+
+
+Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="session")
+def kubectl_binary() -> Path:
+    """The real kubectl of the control plane's version (built once into the cache)."""
+    return build.ensure_kubectl()
+
+
+@pytest.fixture(scope="session")
+def kubectl(control_plane: LocalControlPlane, kubectl_binary: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    """`kubectl("describe", "tenant", name)`: the real client as the cluster admin, or as
+    `user=` in `groups=`; returns the finished process (check=True raises with its stderr).
+
+    Its discovery cache and kuberc are the test's own: nothing of the developer's ~/.kube is
+    read or written."""
+    cache = tmp_path_factory.mktemp("kubectl-cache")
+
+    def run(*args: str, user: str | None = None, groups: Sequence[str] = (),
+            check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        kubeconfig = (control_plane.admin_kubeconfig if user is None
+                      else control_plane.kubeconfig_for(user, groups))
+        result = subprocess.run(
+            [str(kubectl_binary), "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache),
+             *args],
+            input=stdin, capture_output=True, text=True, timeout=60, check=False,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(cache), "KUBERC": "off"})
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {result.returncode}: "
+                                 f"{result.stderr.strip()}")
+        return result
+
+    return run

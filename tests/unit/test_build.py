@@ -41,3 +41,25 @@ def test_missing_go_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setattr(build, "_GO_FALLBACKS", ())
     with pytest.raises(build.BuildError, match=r"no Go toolchain found.*install"):
         build.ensure_binaries(progress=lambda _: None)
+
+
+def test_kubectl_is_cached_apart_from_the_control_plane(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setenv("TENANTRY_CACHE_DIR", str(tmp_path / "cache"))
+    kubectl = build.kubectl_path("1.35.4")
+    assert kubectl.is_relative_to(tmp_path / "cache") and "1.35.4" in str(kubectl)
+    # Its own folder: adding it neither invalidates nor rebuilds the control plane's binaries.
+    assert not kubectl.is_relative_to(build.binaries_dir("1.35.4", "3.6.16").parent)
+
+
+def test_a_cached_kubectl_needs_no_go(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TENANTRY_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(build, "_GO_FALLBACKS", ())
+    cached = build.kubectl_path()
+    cached.parent.mkdir(parents=True)
+    cached.write_text("")
+    assert build.ensure_kubectl(progress=lambda _: None) == cached
+    cached.unlink()
+    with pytest.raises(build.BuildError, match=r"no Go toolchain found"):
+        build.ensure_kubectl(progress=lambda _: None)

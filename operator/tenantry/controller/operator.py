@@ -13,7 +13,8 @@ from typing import Any
 
 import kopf
 
-from tenantry.controller import audit, protection
+from tenantry import metrics
+from tenantry.controller import audit, events, protection
 from tenantry.controller.credential import handlers as credential_handlers
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.rotation import handlers as rotation_handlers
@@ -68,6 +69,7 @@ def start_ledger(options: audit.LedgerOptions | None, identity: str) -> Recorder
         return None
     recorder = Recorder(Spool(options.spool), options.dsn, identity)
     recorder.start()
+    metrics.watch_ledger(recorder)
     return recorder
 
 
@@ -78,4 +80,5 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("ledger") is not None:
         await memo.ledger.close()
     if "api" in memo:
+        await events.drain()
         await memo.api.close()

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import logging
 import os
 import socket
-import urllib.parse
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import kopf
-from aiohttp import web
 
-from tenantry.controller import leader
+from tenantry import logs, metrics
+from tenantry.controller import health, leader
 from tenantry.controller.audit import LedgerOptions
 from tenantry.controller.credential.custody import KeyOptions
 from tenantry.controller.kubeapi import KubeApi
@@ -34,7 +30,7 @@ class LeaderElection:
 
 def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
         liveness: str | None, peering: str, verbose: bool = False,
-        ledger: LedgerOptions | None = None,
+        log_format: str = logs.DEFAULT_FORMAT, ledger: LedgerOptions | None = None,
         leader_election: LeaderElection | None = None,
         keys: KeyOptions | None = None) -> None:
     if kubeconfig is not None:
@@ -42,9 +38,8 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
         os.environ["KUBECONFIG"] = str(kubeconfig)
     from tenantry.controller import operator  # noqa: F401 - registers the handlers
 
-    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.FULL)
-    # Its debug log prints response bodies, Secret values among them: never, even --verbose.
-    logging.getLogger("kubernetes_asyncio.client.rest").setLevel(logging.INFO)
+    kopf.configure(verbose=verbose)  # kopf's logger levels; `logs` replaces its handler
+    logs.configure("operator", log_format, verbose=verbose)
     settings = kopf.OperatorSettings()
     settings.peering.standalone = standalone
     settings.peering.clusterwide = True
@@ -63,30 +58,37 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
 
 async def _main(settings: kopf.OperatorSettings, liveness: str | None, memo: kopf.Memo,
                 election: LeaderElection | None) -> bool:
-    """Run kopf (after winning the Lease, with --leader-elect); True if leadership was lost."""
+    """Run kopf (after winning the Lease, with --leader-elect); True if leadership was lost.
+
+    The health port (liveness and /metrics) answers throughout, standby included."""
     stop = asyncio.Event()
     elector = None
     keeper = None
-    if election is not None:
-        api = await KubeApi.from_kubeconfig(os.environ.get("KUBECONFIG"))
-        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        elector = leader.LeaderElector(api, name=election.lease_name,
-                                       namespace=election.lease_namespace, identity=identity,
-                                       timing=election.timing)
-        async with _standby_liveness(liveness):
+    async with health.serving(liveness) as server:
+        if election is not None:
+            api = await KubeApi.from_kubeconfig(os.environ.get("KUBECONFIG"))
+            identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+            elector = leader.LeaderElector(api, name=election.lease_name,
+                                           namespace=election.lease_namespace,
+                                           identity=identity, timing=election.timing)
             await _deliver_leftover_events(memo.get("ledger_options"))
             await elector.acquire()
-        keeper = asyncio.create_task(elector.keep(stop))
-    try:
-        await kopf.operator(clusterwide=True, settings=settings, memo=memo,
-                            liveness_endpoint=liveness, stop_flag=stop)
-    finally:
-        if elector is not None and keeper is not None:
-            stop.set()
-            await keeper
-            if not elector.lost.is_set():
-                await elector.release()
-            await elector.api.close()
+            keeper = asyncio.create_task(elector.keep(stop))
+        if server is not None:
+            server.standby = False
+        metrics.set_leader(True)
+        try:
+            await kopf.operator(clusterwide=True, settings=settings, memo=memo,
+                                liveness_endpoint=server.kopf_endpoint if server else None,
+                                stop_flag=stop)
+        finally:
+            metrics.set_leader(False)
+            if elector is not None and keeper is not None:
+                stop.set()
+                await keeper
+                if not elector.lost.is_set():
+                    await elector.release()
+                await elector.api.close()
     return elector is not None and elector.lost.is_set()
 
 
@@ -98,25 +100,3 @@ async def _deliver_leftover_events(options: LedgerOptions | None) -> None:
     recorder = Recorder(Spool(options.spool), options.dsn, actor="standby")
     if recorder.spool.count():
         await recorder.close()  # one bounded attempt; what fails stays for the next start
-
-
-@contextlib.asynccontextmanager
-async def _standby_liveness(url: str | None) -> AsyncIterator[None]:
-    """Answer liveness probes while standing by (kopf serves them once it runs)."""
-    if url is None:
-        yield
-        return
-    parsed = urllib.parse.urlsplit(url)
-    async def standby(_: web.Request) -> web.Response:
-        return web.json_response({"standby": True})
-
-    app = web.Application()
-    app.router.add_get(parsed.path or "/", standby)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, parsed.hostname, parsed.port)
-    await site.start()
-    try:
-        yield
-    finally:
-        await runner.cleanup()

@@ -205,6 +205,73 @@ def ensure_binaries(kubernetes_version: str = KUBERNETES_VERSION,
     return wanted
 
 
+def kubectl_path(kubernetes_version: str = KUBERNETES_VERSION) -> Path:
+    """Where the cached kubectl lives: its own folder, so adding it never invalidates (or
+    rebuilds) the control plane's binaries."""
+    return cache_root() / f"kubectl-v{kubernetes_version}" / "bin" / "kubectl"
+
+
+def ensure_kubectl(kubernetes_version: str = KUBERNETES_VERSION,
+                   progress: Progress = _stderr_progress) -> Path:
+    """Return the cached kubectl of the control plane's version, building it first if missing.
+
+    The real client, not a reimplementation, so tests see what `kubectl describe` and friends
+    really show. Built from `k8s.io/kubernetes/cmd/kubectl` through the same wrapper module as
+    the apiserver, so every dependency is pinned identically.
+    """
+    wanted = kubectl_path(kubernetes_version)
+    if wanted.exists():
+        return wanted
+    go = find_go()
+    started = time.monotonic()
+    progress(f"building kubectl v{kubernetes_version} (first run only; cached in "
+             f"{wanted.parent})")
+    _build_module(
+        go, wanted.parent.parent / "src", kubernetes_wrapper_gomod(kubernetes_version),
+        kubernetes_version, {"kubectl": "k8s.io/kubernetes/cmd/kubectl"},
+        wanted.parent, _version_ldflags(kubernetes_version), progress,
+    )
+    progress(f"kubectl ready in {time.monotonic() - started:.0f}s: {wanted}")
+    return wanted
+
+
+PROMETHEUS_VERSION = "0.316.0"
+"""Prometheus' module version whose promtool checks the alerting rules in manifests/monitoring."""
+
+
+def promtool_path(prometheus_version: str = PROMETHEUS_VERSION) -> Path:
+    """Where the cached promtool lives (a folder of its own, like kubectl's)."""
+    return cache_root() / f"promtool-v{prometheus_version}" / "bin" / "promtool"
+
+
+def ensure_promtool(prometheus_version: str = PROMETHEUS_VERSION,
+                    progress: Progress = _stderr_progress) -> Path:
+    """Return the cached promtool, building it first if missing: Prometheus' own checker for
+    rules files, so the shipped alerts are validated by the tool Prometheus will load them with.
+    `go install module@version` builds it with the dependencies its go.mod pins."""
+    wanted = promtool_path(prometheus_version)
+    if wanted.exists():
+        return wanted
+    go = find_go()
+    started = time.monotonic()
+    progress(f"building promtool v{prometheus_version} (first run only; cached in "
+             f"{wanted.parent})")
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    env = _go_env(go)
+    env.pop("GOFLAGS", None)  # `go install pkg@version` runs outside any module
+    env["GOBIN"] = str(wanted.parent)
+    target = f"github.com/prometheus/prometheus/cmd/promtool@v{prometheus_version}"
+    progress(f"$ go install {target}")
+    result = subprocess.run([str(go), "install", target], cwd=wanted.parent, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            check=False)
+    if result.returncode != 0 or not wanted.exists():
+        tail = "\n".join(result.stdout.strip().splitlines()[-30:])
+        raise BuildError(f"`go install {target}` failed:\n{tail}")
+    progress(f"promtool ready in {time.monotonic() - started:.0f}s: {wanted}")
+    return wanted
+
+
 def gomodcache() -> Path:
     go = find_go()
     result = subprocess.run(

@@ -18,19 +18,23 @@ webhooks: a change it refuses never gets here and leaves no entry.)
 `userInfo`: user name, groups, uid), what (operation on kind/namespace/name) and which fields
 changed, by path only: a Credential's sealed data or a Secret reference never enters the ledger
 by value. Dry runs change nothing and are not recorded (the webhook declares NoneOnDryRun).
+
+The entries go through `tenantry.ledger.client.LedgerClient`: concurrent reviews are committed
+together in one statement (group commit), and each review waits for its own entry's commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
-
 from tenantry.ledger import append as append_module
+from tenantry.ledger import client as ledger_client
 from tenantry.ledger import events
+from tenantry.webhook import metrics
 from tenantry.webhook.directory import TenantDirectory
 from tenantry.webhook.review import AdmissionRequest, Handler, Verdict
 
@@ -126,35 +130,12 @@ def tenant_of(request: AdmissionRequest, namespace_tenant: str | None) -> str | 
     return namespace_tenant
 
 
-class LedgerWriter:
-    """Appends admission events to the ledger over a lazily (re)connected pool."""
-
-    def __init__(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def append(self, event: events.AuditEvent) -> append_module.Appended:
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=4,
-                                                       timeout=5.0, command_timeout=3.0)
-        try:
-            return await append_module.append(self._pool, event)
-        except UNAVAILABLE:
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                pool.terminate()
-            raise
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-
-
-def handler(webhook: str, tenants: TenantDirectory, ledger: LedgerWriter | None, *,
+def handler(webhook: str, tenants: TenantDirectory, ledger: ledger_client.LedgerClient | None, *,
             fail_closed: bool = True) -> Handler:
-    """The `/audit/resources` handler: record, then allow; refuse if it cannot be recorded."""
+    """The `/audit/resources` handler: record, then allow; refuse if it cannot be recorded.
+
+    Concurrent reviews' entries share one round trip (`ledger_client`); each review still waits
+    for its own entry's commit, and a batch that fails refuses every review in it."""
 
     async def handle(request: AdmissionRequest) -> Verdict:
         namespace_tenant = None
@@ -163,9 +144,12 @@ def handler(webhook: str, tenants: TenantDirectory, ledger: LedgerWriter | None,
         event = event_for(request, tenant=tenant_of(request, namespace_tenant))
         if event is None or ledger is None:
             return Verdict.allow()
+        started = time.perf_counter()
         try:
             appended = await asyncio.wait_for(ledger.append(event), RECORD_TIMEOUT)
+            metrics.LEDGER_RECORD_DURATION.observe(time.perf_counter() - started)
         except UNAVAILABLE as error:
+            metrics.LEDGER_RECORD_FAILURES.inc()
             what = f"{request.kind.kind} {request.display_name}"
             if not fail_closed:
                 logger.error("%s: audit ledger unavailable (%s); %s %s admitted UNRECORDED "

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tenantry import logs
 from tenantry.webhook import certs, clientauth, configuration
 
 DEFAULT_NAMESPACE = "tenantry-system"
@@ -170,6 +171,7 @@ examples:
                           "default: any the CA verifies). Set it whenever the CA signs other "
                           "certificates too")
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    logs.add_argument(run)
     run.set_defaults(func=run_command)
     return parser
 
@@ -231,4 +233,5 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    logs.configure("webhook", args.log_format, verbose=args.verbose)
     return run.run(settings, verbose=args.verbose)

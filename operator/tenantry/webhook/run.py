@@ -25,9 +25,10 @@ from typing import Any
 from aiohttp import web
 
 from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.ledger import client as ledger_client
 from tenantry.ledger import recorder as ledger_recorder
 from tenantry.ledger.spool import Spool
-from tenantry.webhook import audit, certs, clientauth, configuration, routes, server, tls
+from tenantry.webhook import certs, clientauth, configuration, metrics, routes, server, tls
 from tenantry.webhook.directory import TenantDirectory
 from tenantry.webhook.ingresses import IngressHosts
 from tenantry.webhook.records import DecisionSink, LedgerSink, LogSink, Recorder
@@ -107,7 +108,7 @@ class Webhook:
         self._tasks: list[asyncio.Task[Any]] = []
         self.directory: TenantDirectory | None = None
         self.keeper: tls.CertKeeper | None = None
-        self.ledger: audit.LedgerWriter | None = None
+        self.ledger: ledger_client.LedgerClient | None = None
         self.decisions: ledger_recorder.Recorder | None = None
 
     async def start(self) -> None:
@@ -123,11 +124,12 @@ class Webhook:
         ingress_hosts = IngressHosts(api, lookup_timeout=settings.lookup_timeout)
         self._tasks.append(asyncio.create_task(ingress_hosts.run()))  # stop() cancels it
         if settings.ledger_dsn:
-            self.ledger = audit.LedgerWriter(settings.ledger_dsn)
+            self.ledger = ledger_client.LedgerClient(settings.ledger_dsn)
             self.decisions = ledger_recorder.Recorder(Spool(settings.ledger_spool),
                                                      settings.ledger_dsn, actor="admission")
             self.decisions.start()
             self.recorder.add(LedgerSink(self.decisions))
+        self.recorder.add(metrics.MetricsSink())
         table = routes.build_routes(routes.HandlerContext(
             tenants=self.directory, recorder=self.recorder,
             operator_namespace=settings.namespace, ledger=self.ledger,

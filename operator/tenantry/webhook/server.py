@@ -1,4 +1,4 @@
-"""The aiohttp application: one POST endpoint per route, plus health and readiness.
+"""The aiohttp application: one POST endpoint per route, plus health, readiness and metrics.
 
 Each endpoint first checks the peer (`clientauth`): only the apiserver, proven by its client
 certificate, may send reviews; anyone else gets HTTP 401 or 403 before the body is read, so a
@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tenantry.webhook import clientauth, review
+from tenantry.webhook import clientauth, metrics, review
 from tenantry.webhook.routes import WebhookRoute
 
 logger = logging.getLogger(__name__)
@@ -56,8 +56,10 @@ def endpoint(route: WebhookRoute, clients: clientauth.ClientPolicy,
             logger.warning("%s: malformed AdmissionReview from %s: %s", route.path,
                            request.remote, error)
             return web.json_response(review.bad_request(str(error)), status=400)
+        outcome = "error"
         try:
             verdict = await route.handler(admission)
+            outcome = "allowed" if verdict.allowed else "denied"
         except Exception:
             logger.exception("%s: handler failed for %s %s %s/%s; refusing", route.name,
                              admission.operation, admission.kind, admission.namespace,
@@ -66,6 +68,9 @@ def endpoint(route: WebhookRoute, clients: clientauth.ClientPolicy,
                 f"{route.name}: internal error while judging this request; refusing "
                 "(fail closed). Try again; if it persists, see the webhook's log", code=500)
         elapsed = time.perf_counter() - started
+        metrics.REVIEWS.labels(route.name, metrics.operation(admission.operation),
+                               outcome).inc()
+        metrics.REVIEW_DURATION.labels(route.name).observe(elapsed)
         if elapsed > SLOW_REVIEW:
             logger.warning("%s: slow review (%.2fs) for %s %s/%s", route.name, elapsed,
                            admission.kind, admission.namespace, admission.display_name)
@@ -95,4 +100,5 @@ def make_app(routes: Sequence[WebhookRoute], *, ready: Callable[[], bool],
 
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics.serve_metrics)
     return app

@@ -31,7 +31,7 @@ from typing import Any
 
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.model import common
-from tenantry.webhook import certs, clientauth
+from tenantry.webhook import certs, clientauth, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,7 @@ class CertKeeper:
         self.context.load_cert_chain(self.cert_file, key_file)
         first = self._loaded is None
         self._loaded = state.serving.cert_pem
+        metrics.CERTIFICATE_EXPIRY.set(state.serving.cert.not_valid_after_utc.timestamp())
         logger.info("serving certificate %s: %s", "loaded" if first else "reloaded",
                     certs.describe(state.serving.cert))
         return True

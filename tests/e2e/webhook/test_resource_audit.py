@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from tests.conftest import OPERATOR_USER, Ledger, OperatorProcess, UserApi, api_message
+from tests.e2e.webhook.test_webhook_metrics import scrape, total
 from tests.e2e.webhook.webhook_helpers import WebhookProcess
 from tests.helpers import GROUP, VERSION, eventually, unique
 
@@ -90,11 +92,15 @@ def test_with_the_ledger_down_changes_to_tenants_are_refused(
         alice: client.CustomObjectsApi, admin_api: client.ApiClient, ledger: Ledger,
         webhook: WebhookProcess) -> None:
     name = unique("unrecorded")
+    failures = "tenantry_webhook_ledger_record_failures_total"
+    before = total(scrape(webhook)[0], failures)
     with ledger.outage():
         with pytest.raises(client.ApiException) as refused:
             alice.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "bob"))
         assert refused.value.status == 503
         assert "audit ledger is unavailable" in api_message(refused.value)
+        # ... and the webhook's failure counter says so, for the alert.
+        assert total(scrape(webhook)[0], failures) > before
         with pytest.raises(client.ApiException):
             client.CustomObjectsApi(admin_api).get_cluster_custom_object(
                 GROUP, VERSION, "tenants", name)
@@ -195,5 +201,35 @@ def test_a_change_a_validating_admission_policy_refuses_is_never_recorded_as_adm
     finally:
         registration.delete_validating_admission_policy_binding(policy)
         registration.delete_validating_admission_policy(policy)
+        client.CustomObjectsApi(admin_api).delete_cluster_custom_object(
+            GROUP, VERSION, "tenants", name)
+
+
+def test_concurrent_changes_to_one_tenant_are_each_recorded_on_a_gapless_chain(
+        alice: client.CustomObjectsApi, admin_api: client.ApiClient, ledger: Ledger,
+        webhook: WebhookProcess) -> None:
+    """Twelve edits at once through the apiserver: the webhook commits their entries together
+    (group commit), yet every edit the cluster applied has its own entry, before it happened,
+    on one chain that verifies."""
+    name = unique("burst")
+    alice.create_cluster_custom_object(GROUP, VERSION, "tenants", _tenant(name, "bob"))
+    try:
+        def label(index: int) -> None:
+            alice.patch_cluster_custom_object(GROUP, VERSION, "tenants", name, {
+                "metadata": {"labels": {f"burst-{index}": "yes"}}})
+
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            list(pool.map(label, range(12)))
+        updates = [e for e in _admission_entries(ledger, name)
+                   if e["action"] == "tenant.update.requested"]
+        recorded = {field for e in updates for field in e["changes"]["fields"]}
+        # A retried update (a conflict inside the apiserver) may be recorded twice, never less.
+        assert recorded == {f"metadata.labels[burst-{index}]" for index in range(12)}
+        assert len({e["request_id"] for e in updates}) == len(updates)
+        entries = ledger.entries(name)
+        assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+        result = ledger.verify(name)
+        assert result.ok, result.describe()
+    finally:
         client.CustomObjectsApi(admin_api).delete_cluster_custom_object(
             GROUP, VERSION, "tenants", name)

@@ -184,7 +184,8 @@ def test_audit_mode_admits_silently_and_records(raw_api: RawApi, tenants: Tenant
     assert outcome.warnings == ()
     log = wait_for_log(webhook, f"Deployment.apps/v1 {namespace}/{name}")
     line = next(line for line in log.splitlines() if f"{namespace}/{name}" in line)
-    record = json.loads(line.split(": ", 2)[-1].split(": ", 1)[-1])
+    message = json.loads(line)["message"]  # the webhook logs JSON lines (tenantry.logs)
+    record = json.loads(message[message.index("{"):])
     assert record["mode"] == "Audit" and record["allowed"] is True
     assert [v["rule"] for v in record["violations"]] == [ROOT_FS]
     assert record["tenant"] == tenant and record["user"] == "tenantry-admin"

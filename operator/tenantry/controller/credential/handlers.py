@@ -31,7 +31,8 @@ from typing import Any
 
 import kopf
 
-from tenantry.controller import audit, kubeapi
+from tenantry import logs, metrics
+from tenantry.controller import audit, events, kubeapi
 from tenantry.controller.credential import ciphertext, custody, reconcile, watches
 from tenantry.crypto import errors
 from tenantry.model import common
@@ -141,6 +142,8 @@ async def stop_credentials(memo: kopf.Memo, **_: Any) -> None:
 async def _reconcile(memo: kopf.Memo, body: Mapping[str, Any]) -> reconcile.Outcome:
     state = _state(memo)
     uid = str(body["metadata"]["uid"])
+    logs.bind_reconcile(credential_model.KIND, str(body["metadata"]["name"]),
+                        str(body["metadata"]["namespace"]))
     outcome = await reconcile.reconcile(memo.api, state.keys, body, state.snapshots.get(uid))
     if outcome.snapshot is not None:
         state.snapshots[uid] = outcome.snapshot
@@ -154,8 +157,9 @@ async def _reconcile(memo: kopf.Memo, body: Mapping[str, Any]) -> reconcile.Outc
 async def _report(memo: kopf.Memo, body: kopf.Body, outcome: reconcile.Outcome,
                   previous: Mapping[str, Any] | None) -> None:
     """Events on the Credential and entries in the audit ledger (no values in either)."""
-    for type_, reason, message in reconcile.events(outcome, previous):
-        kopf.event(body, type=type_, reason=reason, message=message[:MAX_EVENT_MESSAGE])
+    await events.post(memo.api, body, [(type_, reason, message[:MAX_EVENT_MESSAGE]) for
+                                       type_, reason, message in reconcile.events(outcome,
+                                                                                  previous)])
     owner = outcome.owner
     for action, changes in reconcile.audit_entries(outcome):
         await audit.record(memo, tenant=outcome.tenant.name if outcome.tenant else None,
@@ -178,6 +182,7 @@ def _retry_message(outcome: reconcile.Outcome) -> str:
 # Any change but status: a new spec, and also a touched annotation, which is how a person asks
 # for an import now rather than at the next resync (e.g. after refilling the source Secret).
 @kopf.on.update(*CREDENTIALS)
+@metrics.reconciliation(credential_model.KIND)
 async def reconcile_credential(body: kopf.Body, meta: kopf.Meta, status: kopf.Status,
                                patch: kopf.Patch, memo: kopf.Memo, retry: int,
                                **_: Any) -> None:
@@ -190,6 +195,7 @@ async def reconcile_credential(body: kopf.Body, meta: kopf.Meta, status: kopf.St
 
 
 @kopf.timer(*CREDENTIALS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=10)
+@metrics.reconciliation(credential_model.KIND)
 async def resync_credential(body: kopf.Body, meta: kopf.Meta, status: kopf.Status,
                             patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     async with _state(memo).locked(str(meta["uid"])):

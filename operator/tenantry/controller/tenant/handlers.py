@@ -14,7 +14,8 @@ from typing import Any
 
 import kopf
 
-from tenantry.controller import audit, kubeapi
+from tenantry import logs, metrics
+from tenantry.controller import audit, events, kubeapi
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import namespaces, rbac, reconcile
 from tenantry.model import common
@@ -43,36 +44,40 @@ def _tenant_ref(name: str, uid: str) -> kopf.Body:
                       "metadata": {"name": name, "uid": uid}})
 
 
-def _post_events(body: kopf.Body, outcome: reconcile.Outcome) -> None:
+async def _post_events(api: KubeApi, body: kopf.Body, outcome: reconcile.Outcome) -> None:
+    posted: list[events.Posted] = []
     for _name, decision in sorted(outcome.decisions.items()):
         if decision.action in (namespaces.Action.CREATE, namespaces.Action.ADOPT):
-            kopf.info(body, reason=decision.reason, message=decision.message)
+            posted.append(events.normal(decision.reason, decision.message))
         elif not decision.may_apply:
-            kopf.warn(body, reason=decision.reason, message=decision.message)
+            posted.append(events.warning(decision.reason, decision.message))
     for ref in outcome.deleted:
-        kopf.info(body, reason="Pruned", message=f"deleted {ref}: no longer in the spec")
+        posted.append(events.normal("Pruned", f"deleted {ref}: no longer in the spec"))
     for name in outcome.released:
-        kopf.info(body, reason="NamespaceReleased",
-                  message=f"namespace {name} kept (deletionPolicy Retain) without tenant "
-                          "ownership")
+        posted.append(events.normal(
+            "NamespaceReleased",
+            f"namespace {name} kept (deletionPolicy Retain) without tenant ownership"))
     for _name, message in sorted(outcome.withheld.items()):
-        kopf.warn(body, reason="IsolationIncomplete", message=message[:1024])
+        posted.append(events.warning("IsolationIncomplete", message[:1024]))
     for part, problems in sorted(outcome.failures.items()):
-        kopf.warn(body, reason=f"{part}Failed", message="; ".join(problems)[:1024])
+        posted.append(events.warning(f"{part}Failed", "; ".join(problems)[:1024]))
+    await events.post(api, body, posted)
 
 
 async def _reconcile_and_report(api: KubeApi, name: str, uid: str, raw_spec: Mapping[str, Any],
                                 generation: int | None, previous_status: Mapping[str, Any],
                                 body: kopf.Body) -> tuple[dict[str, Any],
                                                                   reconcile.Outcome]:
+    logs.bind_reconcile(tenant_model.KIND, name, tenant=name)
     spec = tenant_model.TenantSpec.model_validate(dict(raw_spec))
     first_time = previous_status.get("observedGeneration") is None
     outcome = await reconcile.reconcile(api, name, uid, spec, first_time=first_time)
     status = reconcile.status_of(outcome, spec, generation, dict(previous_status))
-    _post_events(body, outcome)
+    await _post_events(api, body, outcome)
     wider = reconcile.newly_wider(previous_status, status)
     if wider is not None:
-        kopf.warn(body, reason=reconcile.WIDER_THAN_ALLOW_LIST, message=wider["message"])
+        await events.post(api, body, [events.warning(reconcile.WIDER_THAN_ALLOW_LIST,
+                                                     wider["message"])])
     return status, outcome
 
 
@@ -83,6 +88,7 @@ def _failure_summary(outcome: reconcile.Outcome) -> str:
 @kopf.on.resume(*TENANTS)
 @kopf.on.create(*TENANTS)
 @kopf.on.update(*TENANTS, field="spec")
+@metrics.reconciliation(tenant_model.KIND)
 async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                            status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
                            memo: kopf.Memo, reason: str, **_: Any) -> None:
@@ -98,6 +104,7 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
 
 
 @kopf.timer(*TENANTS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=60)
+@metrics.reconciliation(tenant_model.KIND)
 async def resync_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                         status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
                         memo: kopf.Memo, **_: Any) -> None:
@@ -118,11 +125,12 @@ async def _record(memo: kopf.Memo, tenant_name: str, action: str, outcome: recon
 
 
 @kopf.on.delete(*TENANTS)
+@metrics.reconciliation(tenant_model.KIND)
 async def finalize_tenant(name: str, spec: kopf.Spec, body: kopf.Body, memo: kopf.Memo,
                           **_: Any) -> None:
     outcome = await reconcile.finalize(memo.api, name,
                                        tenant_model.TenantSpec.model_validate(dict(spec)))
-    _post_events(body, outcome)
+    await _post_events(memo.api, body, outcome)
     await _record(memo, name, "tenant.finalize", outcome,
                   deletionPolicy=str(spec.get("deletionPolicy") or "Retain"))
     if outcome.failures:
@@ -153,7 +161,9 @@ async def _restore(memo: kopf.Memo, tenant_name: str, index: kopf.Index[str, Any
         if tenant is None or tenant["metadata"]["uid"] != uid:
             return
         body = _tenant_ref(tenant_name, uid)
-        kopf.info(body, reason="DriftCorrected", message=f"{what}; re-applying")
+        await events.post(memo.api, body, [events.normal("DriftCorrected",
+                                                         f"{what}; re-applying")])
+        metrics.DRIFT_CORRECTIONS.inc()
         new_status, outcome = await _reconcile_and_report(
             memo.api, tenant_name, uid, raw_spec, tenant["metadata"].get("generation"),
             tenant.get("status") or {}, body)
