@@ -48,6 +48,7 @@ from tests.e2e.test_credentials import (
     plaintext,
     public_key,
 )
+from tests.e2e.test_metrics import scrape, value
 from tests.helpers import GROUP, VERSION, conditions_of, eventually, unique
 
 __all__ = ["public_key"]  # the sealing public key fixture, shared with test_credentials
@@ -179,8 +180,10 @@ def reading(reader: Reader) -> Iterator[Reader]:
 def test_a_trigger_reencrypts_every_selected_credential_with_zero_failed_reads(
         admin_api: client.ApiClient, tenants: TenantFactory, as_user: UserApi,
         control_plane: LocalControlPlane, public_key: x25519.X25519PublicKey,
-        operator_options: list[str], ledger: Ledger, request: pytest.FixtureRequest) -> None:
+        operator_options: list[str], ledger: Ledger, request: pytest.FixtureRequest,
+        operator: OperatorProcess) -> None:
     name = unique("rot")
+    _, metrics_before, _ = scrape(operator)
     tenant = tenants(name, [name], [owner(f"{name}-alice")])
     alice = as_user(f"{name}-alice")
     old_primary = keyring.load(_keyring_path(operator_options)).primary
@@ -257,6 +260,14 @@ def test_a_trigger_reencrypts_every_selected_credential_with_zero_failed_reads(
         new, [old_primary], SELECTED)
     completed = entries[-1]["changes"]
     assert (completed["result"], completed["reencrypted"]) == ("Succeeded", SELECTED)
+    # The operator's metrics counted the steps, and no rotation is left in progress.
+    _, metrics_after, _ = scrape(operator)
+    steps = "tenantry_rotation_steps_total"
+    for action in ("rotation.started", "rotation.batch", "rotation.completed"):
+        assert value(metrics_after, steps, action=action) > value(metrics_before, steps,
+                                                                  action=action), action
+    assert value(metrics_after, "tenantry_rotation_in_progress_seconds",
+                 target="Credentials") == 0
     ring = keyring.load(_keyring_path(operator_options))
     dumped = repr([e["changes"] for e in entries])
     assert not any(keyring.to_secret_data(ring)[v] in dumped for v in ring.versions)

@@ -9,6 +9,8 @@ the commands standalone (``python -m tenantry.crypto.cli``).
     tenantry keyring init --secret | kubectl apply -f- the same as a Secret for the operator
     tenantry keyring add-version --keyring FILE        a new version (promote with --promote)
     tenantry keyring show --keyring PATH               versions and primary (no key bytes)
+    tenantry keyring confirm-backup NS/NAME --backup FILE
+                                                       a MasterKey rotation's backup checked
     tenantry sealing-key init --output key.pem         a new X25519 sealing key (or --secret)
     tenantry sealing-key public --sealing-key key.pem  its public key, for `seal --public-key`
     printf %s "$TOKEN" | tenantry seal --fetch-key --namespace acme-prod --name payments-api \\
@@ -18,7 +20,8 @@ Plaintext never comes from the command line (any local user could read it in the
 only from standard input or files. Key material goes only to files created with mode 0600 or to
 standard output when asked for a Secret manifest; messages show versions and fingerprints.
 
-Exit codes: 0 success; 2 usage, key or cluster error.
+Exit codes: 0 success; 1 a backup that does not match (confirm-backup); 2 usage, key or
+cluster error.
 """
 
 from __future__ import annotations
@@ -40,9 +43,10 @@ from tenantry.controller.credential import custody
 from tenantry.crypto import errors, keyring, sealing
 from tenantry.model import common
 from tenantry.model import credential as credential_model
+from tenantry.model import rotation as rotation_model
 
-EXIT_OK, EXIT_ERROR = 0, 2
-KEYRING_SECRET = "tenantry-keyring"  # noqa: S105 - Secret names
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = 0, 1, 2
+KEYRING_SECRET = custody.KEYRING_SECRET
 SEALING_KEY_SECRET = "tenantry-sealing-key"  # noqa: S105
 # The key of the sealing key Secret, i.e. the file name where the Deployment mounts it.
 SEALING_KEY_FILE = "sealing-key.pem"
@@ -151,6 +155,59 @@ def _keyring_show(args: argparse.Namespace) -> int:
     ring = keyring.load(args.keyring)
     print(f"primary: {ring.primary}")
     print(f"versions: {', '.join(ring.versions)}")
+    return EXIT_OK
+
+
+def _policy_ref(text: str) -> tuple[str, str]:
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: name the RotationPolicy as NAMESPACE/NAME, e.g. tenantry-system/master")
+    return namespace, name
+
+
+def _keyring_confirm_backup(args: argparse.Namespace) -> int:
+    """Check a backup against the check values a MasterKey policy shows, then confirm it."""
+    from kubernetes import client
+
+    from tenantry import kube
+
+    namespace, name = args.policy
+    where = f"RotationPolicy {namespace}/{name}"
+    backup = keyring.load_backup(args.backup)
+    api = kube.api_client(args.kubeconfig)
+    try:
+        custom = client.CustomObjectsApi(api)
+        try:
+            policy = cast(dict[str, Any], custom.get_namespaced_custom_object(
+                common.GROUP, common.VERSION, namespace, rotation_model.PLURAL, name))
+        except client.ApiException as error:
+            raise UsageError(f"cannot read {where}: {error.status} {error.reason}") from None
+        master = (policy.get("status") or {}).get("masterKey") or {}
+        pending = master.get("rotation") or {}
+        version, value = pending.get("newVersion"), pending.get("checkValue")
+        if pending.get("step") != rotation_model.KeyStep.AWAITING_BACKUP or not version \
+                or not value:
+            raise UsageError(f"{where} waits for no backup (no new key version is pending): "
+                             "nothing to confirm")
+        expected = {str(k): str(v) for k, v in (master.get("checkValues") or {}).items()}
+        expected[str(version)] = str(value)
+        if problems := keyring.backup_problems(backup, expected):
+            print(f"error: {args.backup} is not a backup of the keyring {where} rotates: "
+                  f"{'; '.join(problems)}. Take the backup again (the command is in its "
+                  "AwaitingBackup condition)", file=sys.stderr)
+            return EXIT_MISMATCH
+        confirmation = f"{version}:{value}"
+        try:
+            custom.patch_namespaced_custom_object(
+                common.GROUP, common.VERSION, namespace, rotation_model.PLURAL, name,
+                {"metadata": {"annotations": {rotation_model.BACKUP_ANNOTATION: confirmation}}})
+        except client.ApiException as error:
+            raise UsageError(f"cannot annotate {where}: {error.status} {error.reason}") from None
+    finally:
+        api.close()
+    print(f"{where}: backup of key version {version} (check value {value}) confirmed, with "
+          f"versions {', '.join(backup.versions)}; the operator promotes it next")
     return EXIT_OK
 
 
@@ -341,6 +398,19 @@ def register(subparsers: Any) -> None:
     show.add_argument("--keyring", required=True, metavar="PATH",
                       help="keyring file or mounted Secret directory")
     show.set_defaults(func=_guard(_keyring_show))
+    confirm = ring_commands.add_parser(
+        "confirm-backup", help="confirm a MasterKey rotation's new version is backed up",
+        description="Check that BACKUP (a Secret manifest from `kubectl get secret "
+                    f"{KEYRING_SECRET} -o yaml`, a keyring file or directory) holds every key "
+                    "version the RotationPolicy shows, with the same check values, then set "
+                    f"its {rotation_model.BACKUP_ANNOTATION} annotation: the operator promotes "
+                    "the new version only after that. Exit 1 if the backup does not match.")
+    confirm.add_argument("policy", type=_policy_ref, metavar="NAMESPACE/NAME",
+                         help="the MasterKey RotationPolicy")
+    confirm.add_argument("--backup", required=True, metavar="FILE",
+                         help="the backup to check (kept offline afterwards)")
+    confirm.add_argument("--kubeconfig", help="default: $KUBECONFIG, then in-cluster")
+    confirm.set_defaults(func=_guard(_keyring_confirm_backup))
 
     key = subparsers.add_parser(
         "sealing-key", help="the operator's sealing key pair (X25519)",

@@ -22,12 +22,13 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -277,6 +278,85 @@ def to_secret_data(ring: Keyring) -> dict[str, str]:
     return data
 
 
+def from_secret_data(data: Mapping[str, str]) -> Keyring:
+    """A keyring from the directory form's Secret `stringData` (inverse of `to_secret_data`):
+    version -> base64 key, plus `primary`. The caller decodes the Secret's `data` first."""
+    if PRIMARY_FILE not in data:
+        raise errors.KeyringError(f"has no {PRIMARY_FILE!r} key naming the version that encrypts")
+    keys = {check_version(version): _decode_key(version, value)
+            for version, value in data.items() if version != PRIMARY_FILE}
+    if not keys:
+        raise errors.KeyringError("holds no key versions")
+    return Keyring(str(data[PRIMARY_FILE]).strip(), keys)
+
+
+def from_secret_manifest(document: Mapping[str, Any]) -> Keyring:
+    """A keyring from a Secret manifest (`kubectl get secret tenantry-keyring -o yaml`): its
+    `data` (base64, as the API returns it) and `stringData`."""
+    data: dict[str, str] = {}
+    for name, value in (document.get("data") or {}).items():
+        try:
+            data[str(name)] = base64.b64decode(str(value), validate=True).decode("ascii")
+        except (binascii.Error, ValueError):
+            raise errors.KeyringError(f"data {str(name)[:32]!r} is not base64 text") from None
+    data.update({str(k): str(v) for k, v in (document.get("stringData") or {}).items()})
+    return from_secret_data(data)
+
+
+def load_backup(path: str | os.PathLike[str]) -> Keyring:
+    """A keyring backup in any form it is kept in: a Secret manifest (YAML or JSON), a keyring
+    file, or a directory as a Secret is mounted."""
+    path = Path(path)
+    if path.is_dir():
+        return load_directory(path)
+    with _source(f"backup {path}"):
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise errors.KeyringError("does not exist") from None
+        except (OSError, UnicodeDecodeError):
+            raise errors.KeyringError("cannot be read as text") from None
+        except yaml.YAMLError:
+            raise errors.KeyringError("is not valid YAML or JSON") from None
+        if isinstance(document, Mapping) and document.get("kind") == "Secret":
+            return from_secret_manifest(document)
+        return from_document(document)
+
+
+def backup_problems(ring: Keyring, expected: Mapping[str, str]) -> list[str]:
+    """What makes `ring` not a backup of a keyring whose check values are `expected`
+    (version -> check value): a version missing, or another key under its name."""
+    found = check_values(ring)
+    problems = []
+    for version, value in sorted(expected.items(), key=lambda item: _order(item[0])):
+        if version not in found:
+            problems.append(f"it lacks key version {version}")
+        elif not hmac.compare_digest(found[version], value):
+            problems.append(f"its key version {version} is another key (check value "
+                            f"{found[version]}, not {value})")
+    return problems
+
+
+# -- check values ------------------------------------------------------------------------------
+# A key check value names one version's key without revealing it: HMAC-SHA256 under the key
+# itself of a fixed label, truncated. Status shows it, and `tenantry keyring confirm-backup`
+# compares it with a backup's, so "this backup holds the new key" is checked, not assumed.
+
+CHECK_VALUE_LABEL = b"tenantry.dev/v1 master key check value"
+CHECK_VALUE_HEX = 16
+
+
+def check_value(ring: Keyring, version: str) -> str:
+    """The check value of one version: 16 hex digits, safe to show (not the key)."""
+    digest = hmac.new(ring.key(version), CHECK_VALUE_LABEL, hashlib.sha256).hexdigest()
+    return digest[:CHECK_VALUE_HEX]
+
+
+def check_values(ring: Keyring) -> dict[str, str]:
+    """version -> check value, for every version held."""
+    return {version: check_value(ring, version) for version in ring.versions}
+
+
 # -- rotation steps (pure: each returns a new keyring) -----------------------------------------
 
 def new_key() -> bytes:
@@ -291,7 +371,12 @@ def generate(version: str = "v1") -> Keyring:
 
 def next_version(ring: Keyring) -> str:
     """The name the next version gets: v<N+1> after the highest v<N> held (v1 if none)."""
-    numbers = [int(v[1:]) for v in ring.versions if re.fullmatch(r"v[0-9]+", v)]
+    return version_after(ring.versions)
+
+
+def version_after(versions: Iterable[str]) -> str:
+    """v<N+1> after the highest v<N> among `versions` (v1 if none)."""
+    numbers = [int(v[1:]) for v in versions if re.fullmatch(r"v[0-9]+", v)]
     return f"v{max(numbers, default=0) + 1}"
 
 

@@ -20,6 +20,9 @@ PLURAL = "rotationpolicies"
 SINGULAR = "rotationpolicy"
 SHORT_NAMES = ["rotp"]
 MAX_TRIGGER = 128
+# Set (by `tenantry keyring confirm-backup`) to `<version>:<check value>` once the keyring holding
+# a new master key version is backed up: only then is that version promoted.
+BACKUP_ANNOTATION = "tenantry.dev/backup-confirmed"
 
 # Standard 5-field cron (minute hour day-of-month month day-of-week) or a macro.
 CRON_PATTERN = (
@@ -55,9 +58,12 @@ class RotationPolicySpec(SpecModel):
     credential_selector: Annotated[LabelSelector | None, Field(
         description="Credentials (in this namespace) to re-encrypt; all when omitted.")] = None
     retain_previous: Annotated[int, Field(
-        ge=0, le=10, description="Old key versions kept able to decrypt after rotation.")] = 1
+        ge=0, le=10, description="MasterKey: how many of the newest old versions are kept "
+                                 "even once unused; older ones are retired once no Credential "
+                                 "uses them and the grace period has passed.")] = 1
     grace_period: Annotated[Duration, Field(
-        description="How long a retired version still verifies/decrypts (zero downtime).")] \
+        description="MasterKey: how long an old version stays in the keyring, at least, after "
+                    "it stopped being primary (and it stays while anything uses it).")] \
         = "24h"
     suspend: Annotated[bool, Field(description="Pause scheduled rotations.")] = False
 
@@ -116,6 +122,53 @@ class ActiveRotation(SpecModel):
         = None
 
 
+class KeyStep(StrEnum):
+    """Where a master key rotation stands before its re-encryption."""
+
+    ADDING = "Adding"
+    AWAITING_BACKUP = "AwaitingBackup"
+    PROMOTING = "Promoting"
+
+
+VersionName = Annotated[str, Field(max_length=32)]
+Time = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+class KeyRotation(SpecModel):
+    """A MasterKey rotation's key steps: add a version, wait for its backup, promote it (the
+    re-encryption that follows is `status.rotation`)."""
+
+    id: Annotated[str, Field(max_length=192, description="trigger:<value> or schedule:<time>.")]
+    step: KeyStep
+    started_time: Time
+    from_version: VersionName
+    new_version: VersionName
+    check_value: Annotated[str | None, Field(
+        max_length=64, description="Key check value of the new version (not the key): what "
+                                   "`tenantry keyring confirm-backup` compares a backup with.")] \
+        = None
+
+
+class MasterKeyStatus(SpecModel):
+    """The keyring as a MasterKey policy sees it (versions and check values, never keys)."""
+
+    rotation: Annotated[KeyRotation | None, Field(
+        description="The key steps in progress, absent when none are.")] = None
+    primary: Annotated[str | None, Field(max_length=32)] = None
+    versions: Annotated[list[VersionName], Field(
+        default_factory=list, max_length=32,
+        description="Versions in the keyring Secret, oldest first.")]
+    check_values: Annotated[dict[str, Annotated[str, Field(max_length=64)]], Field(
+        default_factory=dict, max_length=32, description="Version -> key check value.")]
+    demoted: Annotated[dict[str, Time], Field(
+        default_factory=dict, max_length=32,
+        description="Version -> when it was first seen no longer primary (its grace period "
+                    "starts then).")]
+    retiring: Annotated[dict[str, Annotated[str, Field(max_length=256)]], Field(
+        default_factory=dict, max_length=32,
+        description="Old version -> why it is not retired yet.")]
+
+
 class RotationPolicyStatus(SpecModel):
     observed_generation: Annotated[int | None, Field(ge=0)] = None
     conditions: Conditions
@@ -138,6 +191,8 @@ class RotationPolicyStatus(SpecModel):
         default_factory=dict, max_length=8, description="Target -> active version.")]
     history: Annotated[list[RotationRecord], Field(
         default_factory=list, max_length=20, description="Most recent rotations, newest first.")]
+    master_key: Annotated[MasterKeyStatus | None, Field(
+        description="MasterKey target: key steps, versions, retirement.")] = None
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [

@@ -68,3 +68,19 @@ def test_an_earlier_rotation_still_running_is_waited_for() -> None:
 def test_the_policy_is_named_namespace_slash_name(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="NAMESPACE/NAME"):
         cli._target(text)
+
+
+def test_a_masterkey_rotation_waiting_for_its_backup_prints_the_command_and_waits() -> None:
+    obj = _policy(ready=("False", "AwaitingBackup"))
+    obj["status"]["masterKey"] = {"rotation": {"step": "AwaitingBackup", "newVersion": "v2"}}
+    obj["status"]["conditions"].append({
+        "type": "AwaitingBackup", "status": "True", "reason": "BackupNotConfirmed",
+        "message": "run `tenantry keyring confirm-backup tenantry-system/master ...`"})
+    followed = cli.follow(obj, "t1", 3)
+    assert followed.exit_code is None
+    assert followed.line.startswith("awaiting backup: run `tenantry keyring confirm-backup")
+    obj["status"]["masterKey"]["rotation"]["step"] = "Promoting"
+    obj["status"]["conditions"][-1]["status"] = "False"
+    obj["status"]["conditions"].append({"type": "Rotating", "status": "True",
+                                        "message": "making key version v2 primary"})
+    assert cli.follow(obj, "t1", 3) == cli.Followed("Promoting: making key version v2 primary")

@@ -376,9 +376,10 @@ def test_a_platform_target_outside_tenantrys_namespace_is_refused(target: str) -
     assert sorted(cluster.writes) == ["cred-000", "cred-001"]
 
 
-def test_platform_targets_in_tenantrys_namespace_are_not_implemented_yet() -> None:
+@pytest.mark.parametrize("target", ["ApiSigningKeys", "WebhookCertificates"])
+def test_platform_targets_in_tenantrys_namespace_are_not_implemented_yet(target: str) -> None:
     cluster = Cluster(_many(1))
-    run(cluster, lambda: cluster.world(_spec(targets=["MasterKey"], trigger="t"),
+    run(cluster, lambda: cluster.world(_spec(targets=[target], trigger="t"),
                                        namespace="tenantry-system"))
     ready = _conditions(cluster.status)["Ready"]
     assert (ready.status, ready.reason) == ("False", plan.TARGET_NOT_IMPLEMENTED)

@@ -22,19 +22,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from tenantry.crypto import errors, keyring, sealing
+from tenantry.crypto import errors, keyring, reloading, sealing
 from tenantry.model import common
 
 ENV_KEYRING = keyring.ENV_VAR
 ENV_SEALING_KEY = "TENANTRY_SEALING_KEY_FILE"
 ENV_NAMESPACE = "TENANTRY_NAMESPACE"
 DEFAULT_NAMESPACE = "tenantry-system"
+# The keyring Secret (in the operator's namespace) that the Deployment mounts at the keyring
+# path; a MasterKey RotationPolicy writes it (only it, by name) and reads it back from the mount.
+KEYRING_SECRET = "tenantry-keyring"  # noqa: S105 - a Secret name
 
 # Where the operator publishes its sealing public key (in its own namespace), and the keys of
 # that ConfigMap; `tenantry seal --fetch-key` reads it.
@@ -44,9 +47,6 @@ PUBLIC_KEY_RAW = "publicKey"
 PUBLIC_KEY_FINGERPRINT = "fingerprint"
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
-
-T = TypeVar("T")
-
 
 @dataclasses.dataclass(frozen=True)
 class KeyOptions:
@@ -135,72 +135,16 @@ def load_sealing_keys(path: Path) -> SealingKeys:
         raise errors.SealingKeyError(f"sealing key file {path}: {error}") from None
 
 
-def _signature(path: Path) -> tuple[Any, ...] | None:
-    """What changes when a file, or a mounted Secret directory, is replaced or edited."""
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    if not path.is_dir():
-        return ("file", info.st_ino, info.st_mtime_ns, info.st_size)
-    entries: list[tuple[Any, ...]] = []
-    try:
-        children = sorted(path.iterdir())
-    except OSError:
-        return ("dir", info.st_ino, info.st_mtime_ns)
-    for child in children:
-        # Includes `..data`, the symlink Kubernetes swaps atomically on every Secret update.
-        try:
-            child_info = child.stat()
-        except OSError:
-            entries.append((child.name, None))
-            continue
-        entries.append((child.name, child_info.st_ino, child_info.st_mtime_ns,
-                        child_info.st_size))
-    return ("dir", info.st_ino, info.st_mtime_ns, tuple(entries))
-
-
-class _Reloading(Generic[T]):
-    """A value loaded from a file, loaded again only when the file changes."""
-
-    def __init__(self, path: Path | None, loader: Callable[[Path], T],
-                 error: type[errors.CryptoError], unset: str) -> None:
-        self._path = path
-        self._loader = loader
-        self._error = error
-        self._unset = unset
-        self._signature: tuple[Any, ...] | None = None
-        self._loaded = False
-        self._value: T | None = None
-        self._message = ""
-
-    def get(self) -> T:
-        """The current value; the loader's error (a `CryptoError`) if the file is bad."""
-        if self._path is None:
-            raise self._error(self._unset)
-        signature = _signature(self._path)
-        if not self._loaded or signature is None or signature != self._signature:
-            self._signature = signature
-            self._loaded = True
-            try:
-                self._value, self._message = self._loader(self._path), ""
-            except errors.CryptoError as error:
-                self._value, self._message = None, str(error)
-        if self._value is None:
-            raise self._error(self._message)
-        return self._value
-
-
 class KeySource:
     """The operator's keys, from the files in `KeyOptions`, re-read when those change."""
 
     def __init__(self, options: KeyOptions) -> None:
         self.options = options
-        self._ring = _Reloading(
+        self._ring = reloading.Reloading(
             options.keyring, keyring.load, errors.KeyringError,
             f"no keyring configured: start the operator with --keyring FILE or "
             f"${ENV_KEYRING} (create one with `tenantry keyring init`)")
-        self._sealing = _Reloading(
+        self._sealing = reloading.Reloading(
             options.sealing_key, load_sealing_keys, errors.SealingKeyError,
             f"no sealing key configured: start the operator with --sealing-key FILE or "
             f"${ENV_SEALING_KEY} (create one with `tenantry sealing-key init`)")

@@ -60,6 +60,14 @@ def follow(obj: Mapping[str, Any], trigger: str, generation: int) -> Followed:
             return Followed(f"not rotating: {ready.get('reason')}: {ready.get('message')}",
                             EXIT_FAILED)
         return Followed("waiting for the rotation in progress to finish first")
+    key_steps = (status.get("masterKey") or {}).get("rotation")
+    if key_steps:
+        # MasterKey: the key steps before the re-encryption; AwaitingBackup names the command.
+        awaiting = _conditions(obj).get("AwaitingBackup") or {}
+        if awaiting.get("status") == "True":
+            return Followed(f"awaiting backup: {awaiting.get('message')}")
+        rotating = _conditions(obj).get("Rotating") or {}
+        return Followed(f"{key_steps.get('step')}: {rotating.get('message')}")
     if status.get("rotation"):
         return Followed(f"rotating: {counts}")
     if ready.get("status") == "True":

@@ -6,8 +6,11 @@
   missing keyring goes on once the keyring is back, and one left mid-way by a crash resumes.
 
 One step: read the policy, the namespace's Credentials and RotationPolicies and the keyring's
-primary version; `plan.decide`; write status (the checkpoint) before anything else; post Events
-and ledger entries; re-encrypt the batch it named, each Credential through the Credential
+primary version; `plan.decide` (`masterkey.decide` for a MasterKey policy, which also reads the
+keyring Secret and every Credential of the cluster); record ledger entries and post Events, then
+write status (the checkpoint), so a crash in between repeats them rather than losing them; write
+the keyring Secret if the step says so (`KeyChange`: only that Secret, by name, at the
+resourceVersion read); re-encrypt the batch it named, each Credential through the Credential
 controller's own reconcile (`credential.handlers.reconcile_now`, under that Credential's lock),
 so a rotation writes ciphertext exactly as any other reconcile does; then the next step. A lock
 per policy keeps the handlers and the timer from running steps side by side.
@@ -21,17 +24,19 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import pydantic
 
-from tenantry.controller import audit, conditions
+from tenantry import logs, metrics
+from tenantry.controller import audit, conditions, events
 from tenantry.controller.credential import custody, reconcile
 from tenantry.controller.credential import handlers as credential_handlers
 from tenantry.controller.credential.problems import Problem
-from tenantry.controller.rotation import plan
-from tenantry.crypto import errors
+from tenantry.controller.kubeapi import ApiError
+from tenantry.controller.rotation import masterkey, plan
+from tenantry.crypto import errors, keyring
 from tenantry.model import common
 from tenantry.model import credential as credential_model
 from tenantry.model import rotation as rotation_model
@@ -64,11 +69,21 @@ def _state(memo: kopf.Memo) -> RotationState:
 
 # -- reading the world ---------------------------------------------------------------------------
 
-def _credential_info(obj: Mapping[str, Any]) -> plan.CredentialInfo:
+def _credential_name(obj: Mapping[str, Any], *, cluster_wide: bool) -> str:
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name"))
+    return masterkey.credential_key(str(meta.get("namespace")), name) if cluster_wide else name
+
+
+def _credential_info(obj: Mapping[str, Any], *, cluster_wide: bool,
+                     versions: Mapping[str, str | None]) -> plan.CredentialInfo:
+    """`versions`: what a batch of this run left a Credential under (newer than `obj`)."""
     meta = obj.get("metadata") or {}
     ref = (obj.get("status") or {}).get("secretRef") or {}
-    return plan.CredentialInfo(name=str(meta.get("name")), labels=dict(meta.get("labels") or {}),
-                               key_version=plan.key_version(ref.get("keyId")))
+    name = _credential_name(obj, cluster_wide=cluster_wide)
+    version = versions[name] if name in versions else plan.key_version(ref.get("keyId"))
+    return plan.CredentialInfo(name=name, labels=dict(meta.get("labels") or {}),
+                               key_version=version)
 
 
 def _other_policy(obj: Mapping[str, Any]) -> plan.OtherPolicy:
@@ -90,30 +105,57 @@ def _status_of(body: Mapping[str, Any]) -> rotation_model.RotationPolicyStatus:
         return rotation_model.RotationPolicyStatus()
 
 
-def _primary(memo: kopf.Memo) -> tuple[str | None, str]:
+def _mounted(memo: kopf.Memo) -> tuple[str | None, tuple[str, ...], str]:
+    """The mounted keyring's primary and versions (re-read when its files change)."""
     keys: custody.KeySource = memo.credentials.keys
     try:
-        return keys.keyring().primary, ""
+        ring = keys.keyring()
     except errors.KeyringError as error:
-        return None, str(error)
+        return None, (), str(error)
+    return ring.primary, ring.versions, ""
+
+
+async def _keyring_secret(memo: kopf.Memo) -> tuple[plan.KeyringSecret | None, str]:
+    """The keyring Secret's public facts (MasterKey target), or why it cannot be had."""
+    namespace = custody.operator_namespace()
+    where = f"Secret {namespace}/{custody.KEYRING_SECRET}"
+    try:
+        found = await memo.api.get("v1", "Secret", custody.KEYRING_SECRET, namespace)
+    except ApiError as error:
+        return None, f"reading {where}: {error.status} {error.reason}"
+    if found is None:
+        return None, (f"{where} does not exist: create it with `tenantry keyring init --secret "
+                      "| kubectl apply -f-` and mount it into the operator")
+    try:
+        return masterkey.keyring_facts(found), ""
+    except errors.KeyringError as error:
+        return None, f"{where}: {error}"
 
 
 async def _observe(memo: kopf.Memo, body: Mapping[str, Any],
                    spec: rotation_model.RotationPolicySpec,
-                   credentials: Sequence[Mapping[str, Any]]) -> plan.World:
+                   credentials: Sequence[Mapping[str, Any]], *, cluster_wide: bool,
+                   versions: Mapping[str, str | None] | None = None) -> plan.World:
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
     policies = await memo.api.list(common.API_VERSION, rotation_model.KIND, namespace)
-    primary, keyring_problem = _primary(memo)
+    primary, mounted_versions, keyring_problem = _mounted(memo)
+    secret: plan.KeyringSecret | None = None
+    secret_problem = ""
+    if cluster_wide:
+        secret, secret_problem = await _keyring_secret(memo)
     return plan.World(
         namespace=namespace, name=name, generation=meta.get("generation"),
         created=str(meta.get("creationTimestamp") or ""), spec=spec, status=_status_of(body),
-        credentials=[_credential_info(c) for c in credentials],
+        credentials=[_credential_info(c, cluster_wide=cluster_wide, versions=versions or {})
+                     for c in credentials],
         others=[_other_policy(p) for p in policies
                 if p["metadata"]["uid"] != meta["uid"]
                 and not p["metadata"].get("deletionTimestamp")],
         primary=primary, now=datetime.datetime.now(datetime.UTC),
-        operator_namespace=custody.operator_namespace(), keyring_problem=keyring_problem)
+        operator_namespace=custody.operator_namespace(), keyring_problem=keyring_problem,
+        annotations=dict(meta.get("annotations") or {}), keyring_secret=secret,
+        keyring_secret_problem=secret_problem, mounted_versions=mounted_versions)
 
 
 # -- acting ----------------------------------------------------------------------------------------
@@ -125,19 +167,44 @@ async def _tenant_name(memo: kopf.Memo, namespace: str) -> str | None:
 
 async def _write(memo: kopf.Memo, body: Mapping[str, Any], decision: plan.Decision,
                  tenant: str | None) -> None:
-    """Status first (the checkpoint), then Events and ledger entries (versions, never keys)."""
+    """Ledger entries and Events (versions, never keys) first, then status (the checkpoint),
+    and only then whatever work the step asked for. A crash between the two repeats the step,
+    and with it its entries and Events: they are recorded at least once, never lost."""
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
+    for action, changes in decision.audit:
+        await audit.record(memo, tenant=tenant, action=action, kind=rotation_model.KIND,
+                           namespace=namespace, name=name, changes=changes)
+    await events.post(memo.api, body, [(type_, reason, message[:MAX_EVENT_MESSAGE])
+                                       for type_, reason, message in decision.events])
     if patch := decision.status_patch():
         await memo.api.merge_patch(common.API_VERSION, rotation_model.KIND, name,
                                    {"status": patch}, namespace=namespace,
                                    subresource="status")
-    for type_, reason, message in decision.events:
-        kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason,
-                   message=message[:MAX_EVENT_MESSAGE])
-    for action, changes in decision.audit:
-        await audit.record(memo, tenant=tenant, action=action, kind=rotation_model.KIND,
-                           namespace=namespace, name=name, changes=changes)
+    _measure(f"{namespace}/{name}", body, decision)
+
+
+def _measure(policy: str, body: Mapping[str, Any], decision: plan.Decision) -> None:
+    """The step in the operator's metrics: its action, warnings, the rotation in progress."""
+    for action, _ in decision.audit:
+        metrics.ROTATION_STEPS.labels(action).inc()
+    for type_, reason, _ in decision.events:
+        if type_ == "Warning":
+            metrics.ROTATION_WARNINGS.labels(reason).inc()
+    status = {**(body.get("status") or {}), **(decision.status_patch() or {})}
+    active = status.get("rotation")
+    target, started = None, None
+    if isinstance(active, Mapping) and isinstance(active.get("startedTime"), str):
+        with contextlib.suppress(ValueError):
+            started = datetime.datetime.fromisoformat(
+                str(active["startedTime"]).replace("Z", "+00:00")).timestamp()
+            target = str(active.get("target"))
+    metrics.rotation_progress(policy, target, started)
+    in_use = status.get("versionsInUse")
+    if isinstance(in_use, Mapping) and in_use:
+        for version, count in in_use.items():
+            if isinstance(count, int):
+                metrics.KEY_VERSION_CREDENTIALS.labels(str(version)).set(count)
 
 
 def _result(name: str, outcome: reconcile.Outcome | None) -> plan.Result:
@@ -160,11 +227,42 @@ async def _reencrypt(memo: kopf.Memo, name: str,
         return plan.Result(name, None, "ReencryptFailed", type(error).__name__)
 
 
-async def _reencrypt_batch(memo: kopf.Memo, batch: plan.Batch,
-                           credentials: Sequence[Mapping[str, Any]]) -> list[plan.Result]:
-    by_name = {str(c["metadata"]["name"]): c for c in credentials}
+async def reencrypt_batch(memo: kopf.Memo, batch: plan.Batch,
+                           credentials: Sequence[Mapping[str, Any]], *,
+                           cluster_wide: bool) -> list[plan.Result]:
+    """Re-encrypt the batch's Credentials side by side, each through the Credential
+    controller's own reconcile; also what `tenantry reencrypt` runs offline."""
+    by_name = {_credential_name(c, cluster_wide=cluster_wide): c for c in credentials}
     return list(await asyncio.gather(*(_reencrypt(memo, name, by_name.get(name))
                                        for name in batch.names)))
+
+
+async def _change_keyring(memo: kopf.Memo, body: Mapping[str, Any],
+                          change: plan.KeyChange) -> None:
+    """Write the keyring Secret as `change` says, only if it is still the version read (a
+    409 means someone changed it meanwhile: the next step reads it again and decides anew)."""
+    key = keyring.new_key() if change.action == "add" else None
+    try:
+        await memo.api.merge_patch("v1", "Secret", custody.KEYRING_SECRET,
+                                   masterkey.keyring_patch(change, key),
+                                   namespace=custody.operator_namespace())
+    except ApiError as error:
+        if error.status == 409:
+            return
+        # Never the patch (it may hold a key): status and reason only.
+        message = (f"writing Secret {custody.operator_namespace()}/{custody.KEYRING_SECRET} "
+                   f"({change.action} {change.version}) failed: {error.status} "
+                   f"{error.reason}; retrying")
+        logger.warning("rotation: %s", message)
+        await events.post(memo.api, body, [events.warning("KeyringWriteFailed",
+                                                          message[:MAX_EVENT_MESSAGE])])
+        raise KeyringWriteFailed(message) from None
+    finally:
+        del key
+
+
+class KeyringWriteFailed(Exception):
+    """The keyring Secret could not be written (not a conflict); the timer tries again."""
 
 
 async def _invalid_spec(memo: kopf.Memo, body: Mapping[str, Any],
@@ -185,12 +283,14 @@ async def _invalid_spec(memo: kopf.Memo, body: Mapping[str, Any],
 
 async def run_steps(memo: kopf.Memo, namespace: str, name: str) -> None:
     """Run the policy's steps until one asks for no batch (idle, invalid or complete)."""
+    logs.bind_reconcile(rotation_model.KIND, name, namespace)
     api = memo.api
     async with _state(memo).locked(f"{namespace}/{name}"):
         done: plan.Batch | None = None
         results: Sequence[plan.Result] = ()
         tenant: str | None = None
         tenant_known = False
+        listed: Listing | None = None
         while True:
             body = await api.get(common.API_VERSION, rotation_model.KIND, name, namespace)
             if body is None or body["metadata"].get("deletionTimestamp"):
@@ -201,15 +301,64 @@ async def run_steps(memo: kopf.Memo, namespace: str, name: str) -> None:
             except pydantic.ValidationError as error:
                 await _invalid_spec(memo, body, error)
                 return
-            credentials = await api.list(common.API_VERSION, credential_model.KIND, namespace)
-            decision = plan.decide(await _observe(memo, body, spec, credentials), done, results)
+            # A MasterKey policy sees every Credential of the cluster (one outside Tenantry's
+            # namespace is refused, and lists only its own namespace's).
+            cluster_wide = masterkey.applies(spec) and namespace == custody.operator_namespace()
+            fresh = listed is None or listed.cluster_wide != cluster_wide
+            if fresh:
+                listed = Listing(await api.list(common.API_VERSION, credential_model.KIND,
+                                                namespace, all_namespaces=cluster_wide),
+                                 cluster_wide)
+            assert listed is not None
+            world = await _observe(memo, body, spec, listed.credentials,
+                                   cluster_wide=cluster_wide, versions=listed.versions)
+            decision = (masterkey.decide if masterkey.applies(spec)
+                        else plan.decide)(world, done, results)
+            if not fresh and decision.batch is None:
+                # About to complete (or stop) on a list kept from earlier steps: decide again
+                # on a fresh one, so Credentials created meanwhile are not missed.
+                listed = None
+                continue
             if not tenant_known and (decision.audit or decision.batch):
                 tenant, tenant_known = await _tenant_name(memo, namespace), True
             await _write(memo, body, decision, tenant)
+            done, results = None, ()
+            if decision.key_change is not None:
+                try:
+                    await _change_keyring(memo, body, decision.key_change)
+                except KeyringWriteFailed:
+                    return
+                listed = None
+                continue
             if decision.batch is None:
                 return
             done = decision.batch
-            results = await _reencrypt_batch(memo, decision.batch, credentials)
+            results = await reencrypt_batch(memo, decision.batch, listed.credentials,
+                                             cluster_wide=cluster_wide)
+            listed.learn(results)
+
+
+@dataclasses.dataclass
+class Listing:
+    """The Credentials a rotation's steps look at, listed once and then kept up to date with
+    what each batch did: listing them again at every step (thousands of objects, each decoded
+    from JSON on the operator's one event loop) was most of a rotation's CPU time. A step that
+    would complete the rotation, or stop, on a kept list decides again on a fresh one."""
+
+    credentials: list[dict[str, Any]]
+    cluster_wide: bool
+    versions: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    """Name (as the planner names it) -> the key version a batch left it under."""
+
+    def learn(self, results: Sequence[plan.Result]) -> None:
+        gone = {r.name for r in results if r.gone}
+        # Only what a batch re-encrypted: a failed Credential keeps the version its status
+        # names, which is what holds the old key version in the keyring.
+        self.versions.update({r.name: r.key_version for r in results
+                              if not r.gone and r.reason is None and r.key_version})
+        if gone:
+            self.credentials = [c for c in self.credentials if _credential_name(
+                c, cluster_wide=self.cluster_wide) not in gone]
 
 
 # -- handlers ------------------------------------------------------------------------------------
@@ -217,10 +366,12 @@ async def run_steps(memo: kopf.Memo, namespace: str, name: str) -> None:
 @kopf.on.resume(*POLICIES)
 @kopf.on.create(*POLICIES)
 @kopf.on.update(*POLICIES)
+@metrics.reconciliation(rotation_model.KIND)
 async def reconcile_policy(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await run_steps(memo, str(meta["namespace"]), str(meta["name"]))
 
 
 @kopf.timer(*POLICIES, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)
+@metrics.reconciliation(rotation_model.KIND)
 async def tick_policy(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await run_steps(memo, str(meta["namespace"]), str(meta["name"]))

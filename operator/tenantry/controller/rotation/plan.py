@@ -87,6 +87,28 @@ class OtherPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
+class KeyringSecret:
+    """The keyring Secret as read (MasterKey target): public facts only, never key bytes."""
+
+    resource_version: str
+    primary: str
+    versions: tuple[str, ...]
+    """Oldest first (natural order: v2 before v10)."""
+    check_values: Mapping[str, str]
+    """version -> key check value (`keyring.check_value`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyChange:
+    """One write to the keyring Secret, made only if it is still at `resource_version`."""
+
+    action: str
+    """"add" (a new random key), "promote" or "retire"."""
+    version: str
+    resource_version: str
+
+
+@dataclasses.dataclass(frozen=True)
 class World:
     """Everything one step looks at."""
 
@@ -103,6 +125,12 @@ class World:
     now: datetime.datetime
     operator_namespace: str
     keyring_problem: str = ""
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    keyring_secret: KeyringSecret | None = None
+    """MasterKey target: the keyring Secret; None when it cannot be read."""
+    keyring_secret_problem: str = ""
+    mounted_versions: tuple[str, ...] = ()
+    """The versions of the keyring this operator has mounted (and uses)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +166,8 @@ class Decision:
     events: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     audit: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
     batch: Batch | None = None
+    key_change: KeyChange | None = None
+    """MasterKey target: the keyring Secret write to make before the next step."""
     previous: dict[str, Any] = dataclasses.field(default_factory=dict)
     """The status as it was read (wire form): what the merge patch must turn into `status`."""
 
@@ -176,7 +206,7 @@ def selected(world: World) -> list[CredentialInfo]:
                   key=lambda c: c.name)
 
 
-def _listed(names: Sequence[str]) -> str:
+def listed(names: Sequence[str]) -> str:
     shown = ", ".join(names[:MAX_LISTED])
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
@@ -201,8 +231,8 @@ def problem(world: World, chosen: Sequence[CredentialInfo]) -> tuple[str, str] |
     if platform:
         return TARGET_NOT_IMPLEMENTED, (
             f"spec.targets names {', '.join(platform)}: this operator rotates only the "
-            "Credentials target so far; remove the others from spec.targets (or use a "
-            "separate policy) to rotate Credentials now")
+            "Credentials and MasterKey targets so far (MasterKey in a policy of its own); "
+            "remove the others from spec.targets")
     if world.spec.schedule is not None and (why := schedule.problem(world.spec.schedule)):
         return INVALID_SCHEDULE, why
     if world.primary is None:
@@ -221,7 +251,7 @@ def problem(world: World, chosen: Sequence[CredentialInfo]) -> tuple[str, str] |
             if both:
                 return CONFLICT, (
                     f"RotationPolicy {world.namespace}/{other.name} (older) already rotates "
-                    f"Credential(s) {_listed(both)}: two policies may not rotate the same "
+                    f"Credential(s) {listed(both)}: two policies may not rotate the same "
                     "target; narrow spec.credentialSelector or delete one of them")
         if not chosen:
             return NOTHING_SELECTED, (
@@ -243,27 +273,30 @@ def _ready_reason(status: rotation.RotationPolicyStatus) -> str | None:
     return None
 
 
-def _conditions(world: World, updates: Sequence[dict[str, Any]]) -> list[common.Condition]:
+def merged_conditions(world: World, updates: Sequence[dict[str, Any]]) -> list[common.Condition]:
     existing = [c.wire() for c in world.status.conditions]
     merged = conditions.merge(existing, updates, timestamp=schedule.format_time(world.now))
     return [common.Condition.model_validate(c) for c in merged]
 
 
-def _start(world: World, status: rotation.RotationPolicyStatus, chosen: Sequence[CredentialInfo],
-           cause: str, id_: str, decision: Decision) -> None:
+def start(world: World, status: rotation.RotationPolicyStatus, chosen: Sequence[CredentialInfo],
+          cause: str, id_: str, decision: Decision, *,
+          target: rotation.Target = rotation.Target.CREDENTIALS, action: str = STARTED,
+          reason: str = "RotationStarted") -> None:
+    """Begin re-encrypting `chosen` under the primary version (checkpoint at the start)."""
     assert world.primary is not None
     from_versions = sorted({c.key_version for c in chosen if c.key_version} - {world.primary})
     status.rotation = rotation.ActiveRotation(
-        id=id_[:192], target=rotation.Target.CREDENTIALS,
+        id=id_[:192], target=target,
         started_time=schedule.format_time(world.now), to_version=world.primary,
         from_versions=from_versions)
     status.progress = rotation.Progress(total=len(chosen))
     status.failures = []
-    decision.events.append(("Normal", "RotationStarted", (
+    decision.events.append(("Normal", reason, (
         f"{cause}: re-encrypting {len(chosen)} Credential(s) under key version "
         f"{world.primary} (now under: {', '.join(from_versions) or world.primary})")))
-    decision.audit.append((STARTED, {
-        "rotation": status.rotation.id, "cause": cause, "target": "Credentials",
+    decision.audit.append((action, {
+        "rotation": status.rotation.id, "cause": cause, "target": target.value,
         "toVersion": world.primary, "fromVersions": from_versions,
         "versionsInUse": _usage(chosen), "total": len(chosen)}))
 
@@ -334,12 +367,12 @@ def _complete(world: World, status: rotation.RotationPolicyStatus, decision: Dec
                f"{active.to_version}, {progress.skipped} already current, "
                f"{progress.failed} failed")
     record = rotation.RotationRecord(
-        time=schedule.format_time(world.now), target=rotation.Target.CREDENTIALS,
+        time=schedule.format_time(world.now), target=active.target,
         from_version=",".join(active.from_versions)[:128] or None, to_version=active.to_version,
         result=result, reencrypted=progress.reencrypted, message=summary)
     status.history = [record, *status.history][:HISTORY_LIMIT]
     status.last_rotation_time = record.time
-    status.current_versions = {rotation.Target.CREDENTIALS.value: active.to_version}
+    status.current_versions = {active.target.value: active.to_version}
     decision.events.append(("Normal" if result == "Succeeded" else "Warning",
                             "RotationCompleted" if result == "Succeeded" else "RotationFailed",
                             f"rotation {active.id}: {summary}"))
@@ -351,12 +384,12 @@ def _complete(world: World, status: rotation.RotationPolicyStatus, decision: Dec
     status.rotation = None
 
 
-def decide(world: World, done: Batch | None = None,
-           results: Sequence[Result] = ()) -> Decision:
-    """The next step; `done` and `results`: the batch the previous step asked for, finished."""
+def opening(world: World, chosen: Sequence[CredentialInfo], done: Batch | None,
+            results: Sequence[Result]) -> tuple[Decision, bool]:
+    """The first part of every step: a copy of status to decide on, the batch just done folded
+    in, the schedule moved on. Returns the decision so far and whether a scheduled slot is due."""
     status = world.status.model_copy(deep=True)
     decision = Decision(status, previous=world.status.wire())
-    chosen = selected(world)
     generation = world.generation
     status.observed_generation = generation
     status.versions_in_use = _usage(chosen)
@@ -377,69 +410,90 @@ def decide(world: World, done: Batch | None = None,
         elif next_time is None or spec_changed:
             status.next_rotation_time = schedule.format_time(
                 schedule.next_time(world.spec.schedule, world.now))
+    return decision, due
 
-    trouble = problem(world, chosen)
-    updates: list[dict[str, Any]] = []
-    if trouble is not None:
-        reason, message = trouble
-        if world.spec.trigger is not None and world.spec.trigger != status.last_handled_trigger:
-            message += f"; trigger {world.spec.trigger!r} waits until this is fixed"
-        updates.append(conditions.condition("Ready", "False", reason, message,
-                                            generation=generation))
-        updates.append(conditions.condition(
-            "Rotating", "False", PAUSED if status.rotation else reason,
-            f"paused: {message}" if status.rotation else "no rotation in progress",
-            generation=generation))
-        if reason != _ready_reason(world.status):
-            decision.events.append(("Warning", reason, message))
-        if due and world.spec.schedule is not None:  # a due slot is not kept for later
-            status.next_rotation_time = schedule.format_time(
-                schedule.next_time(world.spec.schedule, world.now))
-        status.conditions = _conditions(world, updates)
-        return decision
 
-    assert world.primary is not None
-    if status.rotation is None:
-        trigger = world.spec.trigger
-        if trigger is not None and trigger != status.last_handled_trigger:
-            status.last_handled_trigger = trigger
-            _start(world, status, chosen, f"trigger {trigger!r}", f"trigger:{trigger}",
-                   decision)
-        elif due and world.spec.schedule is not None:
-            slot = status.next_rotation_time or schedule.format_time(world.now)
-            _start(world, status, chosen, f"schedule {world.spec.schedule!r} due at {slot}",
-                   f"schedule:{slot}", decision)
-        if due and world.spec.schedule is not None and status.rotation is not None \
-                and status.rotation.id.startswith("schedule:"):
-            status.next_rotation_time = schedule.format_time(
-                schedule.next_time(world.spec.schedule, world.now))
-    elif due and world.spec.schedule is not None:
-        # A slot that falls due while a rotation runs is covered by that rotation.
+def refuse(world: World, decision: Decision, trouble: tuple[str, str], due: bool) -> Decision:
+    """A policy that cannot rotate: Ready=False with the reason, a rotation in progress paused."""
+    status, generation = decision.status, world.generation
+    reason, message = trouble
+    if world.spec.trigger is not None and world.spec.trigger != status.last_handled_trigger:
+        message += f"; trigger {world.spec.trigger!r} waits until this is fixed"
+    busy = status.rotation is not None or (
+        status.master_key is not None and status.master_key.rotation is not None)
+    updates = [
+        conditions.condition("Ready", "False", reason, message, generation=generation),
+        conditions.condition("Rotating", "False", PAUSED if busy else reason,
+                             f"paused: {message}" if busy else "no rotation in progress",
+                             generation=generation)]
+    if reason != _ready_reason(world.status):
+        decision.events.append(("Warning", reason, message))
+    if due and world.spec.schedule is not None:  # a due slot is not kept for later
         status.next_rotation_time = schedule.format_time(
             schedule.next_time(world.spec.schedule, world.now))
+    status.conditions = merged_conditions(world, updates)
+    return decision
 
+
+def due_start(world: World, decision: Decision, due: bool) -> tuple[str, str] | None:
+    """(cause, id) of the rotation to start now (a new trigger, or a due slot), or None; marks
+    the trigger handled and moves the schedule on. Only when no rotation is in progress."""
+    status = decision.status
+    found: tuple[str, str] | None = None
+    trigger = world.spec.trigger
+    if trigger is not None and trigger != status.last_handled_trigger:
+        status.last_handled_trigger = trigger
+        found = f"trigger {trigger!r}", f"trigger:{trigger}"
+    elif due and world.spec.schedule is not None:
+        slot = status.next_rotation_time or schedule.format_time(world.now)
+        found = f"schedule {world.spec.schedule!r} due at {slot}", f"schedule:{slot}"
+    if due and world.spec.schedule is not None and found is not None \
+            and found[1].startswith("schedule:"):
+        status.next_rotation_time = schedule.format_time(
+            schedule.next_time(world.spec.schedule, world.now))
+    return found
+
+
+def skip_due_slot(world: World, decision: Decision, due: bool) -> None:
+    """A slot that falls due while a rotation runs is covered by that rotation."""
+    if due and world.spec.schedule is not None:
+        decision.status.next_rotation_time = schedule.format_time(
+            schedule.next_time(world.spec.schedule, world.now))
+
+
+def advance(world: World, chosen: Sequence[CredentialInfo], decision: Decision) -> None:
+    """The re-encryption in progress: the next batch, or its completion."""
+    status = decision.status
     active = status.rotation
-    if active is not None and active.to_version != world.primary:
+    if active is None:
+        return
+    if active.to_version != world.primary:
+        assert world.primary is not None
         # The primary moved on mid-rotation: go round again for the new one.
         decision.events.append(("Normal", "TargetVersionChanged", (
             f"primary key version is now {world.primary} (was {active.to_version}): "
             "re-encrypting from the start")))
         active.to_version, active.checkpoint = world.primary, None
-    if active is not None:
-        batch = _next_window(active, chosen)
-        if status.progress is not None:
-            # Credentials created or deleted meanwhile change the total: handled + remaining.
-            handled = status.progress.reencrypted + status.progress.skipped \
-                + status.progress.failed
-            status.progress.total = handled + sum(
-                1 for c in chosen if active.checkpoint is None or c.name > active.checkpoint)
-        if batch.names:
-            decision.batch = batch
-        else:
-            if batch.window:
-                _fold(world, status, batch, (), decision)
-            _complete(world, status, decision)
+    batch = _next_window(active, chosen)
+    if status.progress is not None:
+        # Credentials created or deleted meanwhile change the total: handled + remaining.
+        handled = status.progress.reencrypted + status.progress.skipped \
+            + status.progress.failed
+        status.progress.total = handled + sum(
+            1 for c in chosen if active.checkpoint is None or c.name > active.checkpoint)
+    if batch.names:
+        decision.batch = batch
+    else:
+        if batch.window:
+            _fold(world, status, batch, (), decision)
+        _complete(world, status, decision)
 
+
+def rotation_conditions(world: World, status: rotation.RotationPolicyStatus
+                        ) -> list[dict[str, Any]]:
+    """Ready and Rotating for a policy that is valid: re-encrypting, or idle."""
+    generation = world.generation
+    updates: list[dict[str, Any]] = []
     progress = status.progress
     if status.rotation is not None and progress is not None:
         updates.append(conditions.condition("Ready", "False", IN_PROGRESS, (
@@ -449,23 +503,43 @@ def decide(world: World, done: Batch | None = None,
             f"rotation {status.rotation.id}: {progress.reencrypted}/{progress.total} "
             f"re-encrypted, {progress.skipped} already current, {progress.failed} failed"),
             generation=generation))
+        return updates
+    if status.failures:
+        names = [f.name for f in status.failures]
+        updates.append(conditions.condition("Ready", "False", CREDENTIALS_FAILED, (
+            f"the last rotation could not re-encrypt Credential(s) {listed(names)}; see "
+            "status.failures and their own conditions, then trigger again"),
+            generation=generation))
     else:
-        if status.failures:
-            names = [f.name for f in status.failures]
-            updates.append(conditions.condition("Ready", "False", CREDENTIALS_FAILED, (
-                f"the last rotation could not re-encrypt Credential(s) {_listed(names)}; see "
-                "status.failures and their own conditions, then trigger again"),
-                generation=generation))
-        else:
-            last = status.history[0].message if status.history else "no rotation yet"
-            reason = SUCCEEDED if status.history else IDLE
-            when = (f"; next scheduled at {status.next_rotation_time}"
-                    if status.next_rotation_time else
-                    "; schedule suspended" if world.spec.suspend and world.spec.schedule
-                    else "")
-            updates.append(conditions.condition("Ready", "True", reason, f"{last}{when}",
-                                                generation=generation))
-        updates.append(conditions.condition("Rotating", "False", IDLE,
-                                            "no rotation in progress", generation=generation))
-    status.conditions = _conditions(world, updates)
+        last = status.history[0].message if status.history else "no rotation yet"
+        reason = SUCCEEDED if status.history else IDLE
+        when = (f"; next scheduled at {status.next_rotation_time}"
+                if status.next_rotation_time else
+                "; schedule suspended" if world.spec.suspend and world.spec.schedule
+                else "")
+        updates.append(conditions.condition("Ready", "True", reason, f"{last}{when}",
+                                            generation=generation))
+    updates.append(conditions.condition("Rotating", "False", IDLE,
+                                        "no rotation in progress", generation=generation))
+    return updates
+
+
+def decide(world: World, done: Batch | None = None,
+           results: Sequence[Result] = ()) -> Decision:
+    """The next step; `done` and `results`: the batch the previous step asked for, finished."""
+    chosen = selected(world)
+    decision, due = opening(world, chosen, done, results)
+    status = decision.status
+    trouble = problem(world, chosen)
+    if trouble is not None:
+        return refuse(world, decision, trouble, due)
+
+    assert world.primary is not None
+    if status.rotation is None:
+        if (found := due_start(world, decision, due)) is not None:
+            start(world, status, chosen, found[0], found[1], decision)
+    else:
+        skip_due_slot(world, decision, due)
+    advance(world, chosen, decision)
+    status.conditions = merged_conditions(world, rotation_conditions(world, status))
     return decision

@@ -10,6 +10,7 @@ month 13) with a message naming the field.
 from __future__ import annotations
 
 import datetime
+import re
 from typing import cast
 
 import croniter  # type: ignore[import-untyped]
@@ -53,3 +54,15 @@ def parse_time(value: object) -> datetime.datetime | None:
 def format_time(value: datetime.datetime) -> str:
     """As Kubernetes writes times: UTC, seconds, `Z`."""
     return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> datetime.timedelta:
+    """A Go duration as the CRD admits it (`24h`, `1h30m`, `90s`); ValueError otherwise."""
+    parts = _DURATION_PART.findall(text)
+    if not text or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{text!r} is not a duration such as 24h, 90m or 1h30m")
+    return datetime.timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
