@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tenantry import __version__
+from tenantry import __version__, logs
 
 DEFAULT_SPOOL = Path.home() / ".local" / "state" / "tenantry" / "ledger-spool"
 
@@ -49,10 +49,12 @@ def _cmd_dev_build(args: argparse.Namespace) -> int:
 
     try:
         binaries = build.ensure_binaries()
+        kubectl = build.ensure_kubectl()  # the real client the e2e tests drive
+        promtool = build.ensure_promtool()  # checks the alerting rules (manifests/monitoring)
     except build.BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for path in binaries.all():
+    for path in (*binaries.all(), kubectl, promtool):
         print(path)
     return 0
 
@@ -75,7 +77,8 @@ def _cmd_operator_run(args: argparse.Namespace) -> int:
     run.run(
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
         standalone=args.standalone, priority=args.priority, liveness=args.liveness,
-        peering=args.peering, verbose=args.verbose, ledger=_ledger_options(args),
+        peering=args.peering, verbose=args.verbose, log_format=args.log_format,
+        ledger=_ledger_options(args),
         leader_election=run.LeaderElection(
             lease_name=args.lease_name,
             lease_namespace=args.lease_namespace or os.environ.get(
@@ -128,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="stop everything and exit 0 once ready (a smoke test)")
     up.set_defaults(func=_cmd_dev_up)
     build = dev_commands.add_parser(
-        "build", help="build the control plane binaries into the cache (first run: 10-25 min)")
+        "build", help="build the control plane binaries and kubectl into the cache (first run: "
+                      "10-25 min)")
     build.set_defaults(func=_cmd_dev_build)
 
     operator = commands.add_parser("operator", help="the operator process")
@@ -146,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="peering priority; the highest running replica is active")
     op_run.add_argument("--peering", default="tenantry", help="peering object name")
     op_run.add_argument("--liveness", metavar="URL",
-                        help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")
+                        help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz, and "
+                             "Prometheus metrics at /metrics on the same port")
     op_run.add_argument("--leader-elect", action="store_true",
                         help="run several replicas: only the holder of a Lease acts, the "
                              "others stand by and take over when it stops renewing")
@@ -167,24 +172,31 @@ def build_parser() -> argparse.ArgumentParser:
     op_run.add_argument("--no-ledger", action="store_true",
                         help="run without an audit trail (explicit opt-out; not for production)")
     op_run.add_argument("--verbose", action="store_true", help="debug logging")
+    logs.add_argument(op_run)
     op_run.set_defaults(func=_cmd_operator_run)
 
     from tenantry.admission import cel as admission_cel
     from tenantry.admission import check as admission_check
     from tenantry.api import cli as api_cli
+    from tenantry.client import cli as client_cli
     from tenantry.controller.rotation import cli as rotation_cli
+    from tenantry.controller.rotation import reencrypt as reencrypt_cli
     from tenantry.crypto import cli as crypto_cli
     from tenantry.ledger import cli as ledger_cli
     from tenantry.webhook import cli as webhook_cli
+    from tenantry.workload import fetch as fetch_cli
 
     admission_check.register(commands)
     api_cli.register(commands)
+    client_cli.register(commands)
     crypto_cli.add_key_options(op_run)
     crypto_cli.register(commands)
     admission_cel.register(commands)
     ledger_cli.register(commands)
     rotation_cli.register(commands)
+    reencrypt_cli.register(commands)
     webhook_cli.register(commands)
+    fetch_cli.register(commands)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=_cmd_version)

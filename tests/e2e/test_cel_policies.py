@@ -50,6 +50,7 @@ from tests.unit.admission.admission_helpers import (
     PsaCase,
     fixtures_root,
     hardened_container,
+    hardened_pod,
     psa_cases,
 )
 
@@ -699,9 +700,18 @@ def test_namespaces_never_judged(admin_api: client.ApiClient, policies: list[Obj
         core.patch_namespace(plain_ns, label)
         eventually(lambda: dry_run_create(admin_api, bad, plain_ns).status == 403,
                    what="the tenant label to take effect")
+        # Tenantry's own namespace may carry Pod Security `restricted` itself (manifests/
+        # namespace.yaml, applied by an earlier test), which refuses `bad` on its own: judge
+        # there a pod only Tenantry's rules refuse (PSA restricted asks nothing of the root
+        # filesystem), so an admission proves Tenantry's policies left it alone.
+        tenantry_only = copy.deepcopy(hardened_pod())
+        tenantry_only["metadata"] = {"name": "tenantry-only"}
+        tenantry_only["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
+        assert not dry_run_create(admin_api, tenantry_only, plain_ns).allowed
         for ns in ("kube-system", own):
-            outcome = dry_run_create(admin_api, bad, ns)
-            assert outcome.allowed and not outcome.warnings, (ns, outcome.body)
+            for pod in (bad, tenantry_only) if ns == "kube-system" else (tenantry_only,):
+                outcome = dry_run_create(admin_api, pod, ns)
+                assert outcome.allowed and not outcome.warnings, (ns, outcome.body)
     finally:
         core.patch_namespace(plain_ns, unlabel)
         core.patch_namespace("kube-system", unlabel)

@@ -238,10 +238,12 @@ def test_tenants_racing_for_one_new_namespace_exactly_one_wins(
             assert verdict["status"]["namespaceCount"] == 0
         # Only the winner's members are bound there.
         rbac = client.RbacAuthorizationV1Api(admin_api)
-        # (The operator's own ServiceAccount, bound there for Credentials' Secrets, is no member.)
+        # (The operator's and the API's ServiceAccounts, bound there for Credentials' Secrets,
+        # are no members.)
         subjects = {s.name for b in rbac.list_namespaced_role_binding(contested).items
                     for s in b.subjects or []
-                    if (s.kind, s.name) != ("ServiceAccount", "tenantry-operator")}
+                    if (s.kind, s.name) not in (("ServiceAccount", "tenantry-operator"),
+                                                ("ServiceAccount", "tenantry-api"))}
         assert subjects == {f"{winner}-o"}
         # The label was set once, at creation, and never changed (a relabel would show here).
         stop.set()

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tenantry import logs
 from tenantry.ledger import cli as ledger_cli
 from tenantry.ledger import migrations
 
@@ -32,30 +31,10 @@ ENV_DSN = "TENANTRY_API_DSN"
 EXIT_OK, EXIT_ERROR = 0, 2
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, and a record's `fields`."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(),
-            "level": record.levelname.lower(), "logger": record.name,
-            "message": record.getMessage()}
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            data.update(fields)
-        if record.exc_info and record.exc_info[0] is not None:
-            data["exception"] = record.exc_info[0].__name__
-        return json.dumps(data, separators=(",", ":"), default=str)
-
-
-def configure_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("asyncio", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def configure_logging(verbose: bool, log_format: str = logs.DEFAULT_FORMAT) -> None:
+    """Tenantry's one logging setup (`tenantry.logs`): JSON lines, redacted, a request's
+    `fields` (the access log's) as members, exceptions by their type only."""
+    logs.configure("api", log_format, verbose=verbose, exception_detail=False)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -96,13 +75,25 @@ def _fail(error: Exception, dsn: str | None) -> int:
 # -- api run -------------------------------------------------------------------------------------
 
 def _settings(args: argparse.Namespace) -> Any:
-    from tenantry.api import clientip, deps, ratelimit
+    from tenantry.api import clientip, deps, passwords, ratelimit
     from tenantry.api.oauth import providers as oauth_providers
     from tenantry.api.tokens import rfc7517, rfc9068, rfc9700
+    from tenantry.ledger import checkpoints
+    from tenantry.ledger import recorder as ledger_recorder
+    from tenantry.ledger.spool import Spool
 
     keys = rfc7517.load_key_set(Path(args.signing_key_file),
                                 [Path(p) for p in args.previous_key_file or ()])
     grace = rfc9700.check_grace(datetime.timedelta(seconds=args.refresh_grace))
+    oauth = oauth_providers.load(Path(args.oauth_config)) if args.oauth_config else None
+    # Last: every other mistake in the command line is reported before a missing ledger.
+    try:
+        ledger_dsn = ledger_recorder.ledger_dsn(args.ledger_dsn_file, disabled=args.no_ledger)
+    except ValueError as error:
+        raise ledger_cli.UsageError(str(error)) from None
+    spool = Path(args.ledger_spool)
+    if ledger_dsn is not None:
+        Spool(spool)  # refuse to start on a spool directory that cannot be used
     return deps.Settings(
         keys=keys,
         policy=rfc9068.Policy(issuer=args.issuer, audience=args.audience, leeway=args.leeway),
@@ -110,8 +101,20 @@ def _settings(args: argparse.Namespace) -> Any:
         auth_limit=ratelimit.Limit.parse(args.auth_rate_limit),
         trusted_proxies=clientip.parse_networks(args.trusted_proxy or ()),
         max_body=args.max_body_bytes,
-        platform_admins=frozenset(args.platform_admin or ()),
-        oauth=oauth_providers.load(Path(args.oauth_config)) if args.oauth_config else None)
+        platform_admins=frozenset(passwords.normalise_username(name)
+                                  for name in args.platform_admin or ()),
+        platform_admin_groups=frozenset(args.platform_admin_group or ()),
+        tenant_limit=ratelimit.Limit.parse(args.tenant_rate_limit),
+        oauth=oauth,
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        ledger_dsn=ledger_dsn, ledger_spool=spool,
+        checkpoint_keys=tuple(checkpoints.load_public_key(Path(path))
+                              for path in args.checkpoint_public_key or ()),
+        hook_secrets_dir=Path(args.hook_secrets_dir) if args.hook_secrets_dir else None,
+        tenantry_namespace=args.tenantry_namespace,
+        keyring=Path(args.keyring) if args.keyring else None,
+        exchange_limit=ratelimit.Limit.parse(args.exchange_rate_limit),
+        token_review_cache=not args.no_token_review_cache)
 
 
 async def _preflight(dsn: str) -> None:
@@ -133,15 +136,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     dsn = None
     try:
         dsn = _dsn(args)
-        settings = _settings(args)
         host, port = parse_listen(args.listen)
         if bool(args.tls_cert) != bool(args.tls_key):
             raise ledger_cli.UsageError("--tls-cert and --tls-key go together")
+        settings = _settings(args)
+        metrics_address = parse_listen(args.metrics_listen) if args.metrics_listen else None
         asyncio.run(_preflight(dsn))
+        if metrics_address is not None:
+            from tenantry.api import metrics
+
+            metrics.serve(*metrics_address)
     except (ledger_cli.UsageError, ValueError, OSError, migrations.MigrationError,
             asyncpg.PostgresError, asyncpg.InterfaceError) as error:
         return _fail(error, dsn)
-    configure_logging(args.verbose)
+    configure_logging(args.verbose, args.log_format)
     import uvicorn
 
     from tenantry.api import app
@@ -309,11 +317,54 @@ def register(subparsers: Any) -> None:
                      help="request body limit (default: %(default)s)")
     run.add_argument("--platform-admin", action="append", metavar="USER",
                      help="login name with the platform-admin role; repeatable")
+    run.add_argument("--platform-admin-group", action="append", metavar="GROUP",
+                     help="identity-provider group (with its provider's groupsPrefix) whose "
+                          "members are platform admins; repeatable")
+    run.add_argument("--tenant-rate-limit", default="600/min", metavar="N/UNIT",
+                     help="requests per tenant to /v1/tenants/{tenant}/... "
+                          "(default: %(default)s)")
+    run.add_argument("--kubeconfig", metavar="FILE",
+                     help="where Tenants (and so every member's role) are read from "
+                          "(default: the in-cluster ServiceAccount, else ~/.kube/config)")
+    run.add_argument("--ledger-dsn-file", metavar="FILE",
+                     help="file holding the audit ledger's PostgreSQL DSN (its app role): "
+                          "every auth event is recorded (default: $TENANTRY_LEDGER_DSN)")
+    run.add_argument("--ledger-spool", default="/var/lib/tenantry/api-spool", metavar="DIR",
+                     help="durable queue of auth events while the ledger is unreachable "
+                          "(default: %(default)s)")
+    run.add_argument("--no-ledger", action="store_true",
+                     help="record no auth events (explicit opt-out; not for production)")
+    run.add_argument("--keyring", metavar="PATH",
+                     default=os.environ.get("TENANTRY_KEYRING_FILE") or None,
+                     help="the master keyring (file or mounted Secret directory, the "
+                          "operator's) that credential exchanges decrypt with; re-read when it "
+                          "changes (default: $TENANTRY_KEYRING_FILE)")
+    run.add_argument("--tenantry-namespace",
+                     default=os.environ.get("TENANTRY_NAMESPACE") or "tenantry-system",
+                     help="Tenantry's own namespace: only its ServiceAccounts may use "
+                          "platform-scoped Credentials (default: %(default)s)")
+    run.add_argument("--exchange-rate-limit", default="600/min", metavar="N/UNIT",
+                     help="credential exchanges per ServiceAccount (default: %(default)s)")
+    run.add_argument("--no-token-review-cache", action="store_true",
+                     help="send a TokenReview for every exchange (benchmarks; the default "
+                          "caches verdicts for at most a minute and never past the token's "
+                          "expiry)")
+    run.add_argument("--metrics-listen", metavar="HOST:PORT",
+                     help="serve Prometheus /metrics on this address, apart from the API's "
+                          "port (default: off; manifests use 0.0.0.0:9090)")
+    run.add_argument("--checkpoint-public-key", action="append", metavar="FILE",
+                     help="Ed25519 public key (PEM) of `tenantry ledger checkpoint`, so "
+                          "/audit/verify?checkpoint=ID can check signed checkpoints; repeatable")
+    run.add_argument("--hook-secrets-dir", metavar="DIR",
+                     help="directory of one file per tenant name, each that tenant's secret "
+                          "for POST /v1/hooks/rotate/{tenant} (HMAC-SHA256, at least 32 "
+                          "bytes); a tenant without a file has no hook (default: none)")
     run.add_argument("--oauth-config", metavar="FILE",
                      help="YAML/JSON file of external identity providers (OpenID Connect, "
                           "Google preset) and the API's public URL; client secrets are read "
                           "from the files it names (see tenantry.api.oauth.providers)")
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    logs.add_argument(run)
     run.set_defaults(func=_cmd_run)
 
     user = commands.add_parser(

@@ -41,6 +41,20 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 DEFAULT_MAX_BODY = 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
+_DETAIL = {"application/json": {"schema": {
+    "type": "object", "required": ["detail"], "properties": {"detail": {"type": "string"}}}}}
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "malformed request: an invalid Content-Length, a body that is not "
+                         "text, or the client went away", "content": _DETAIL},
+    408: {"description": "the request body did not arrive within the read timeout (15 s)",
+          "content": _DETAIL},
+    413: {"description": "the request body is larger than the limit (1 MiB by default)",
+          "content": _DETAIL},
+}
+"""What this layer (and the framework's body parsing) may answer on any route, before the
+route runs: documented on every operation of the OpenAPI document, so clients and the
+schema-driven fuzzing know them."""
+
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),

@@ -6,9 +6,12 @@ refills, takes a token if one is there and records the decision, on the database
 replicas agree without clock sync and a burst spread over replicas is counted once.
 
 Defaults (the seeds': auth endpoints 10 requests/min per client IP): `AUTH_PER_IP`, applied to
-`/v1/auth/login` and `/v1/auth/refresh`. Refusals are 429 with `Retry-After` (seconds until a
-token is back) and the `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` headers
-(draft-ietf-httpapi-ratelimit-headers); allowed responses carry the same three headers.
+`/v1/auth/login` and `/v1/auth/refresh`; `TENANT_API`, every route under `/v1/tenants/{tenant}`
+per tenant (600 requests/min: a tenant's automation cannot starve the others);
+`EXCHANGE_PER_SERVICE_ACCOUNT`, credential exchanges per ServiceAccount (600/min). Refusals are
+429 with `Retry-After` (seconds until a token is back) and the `RateLimit-Limit`,
+`RateLimit-Remaining`, `RateLimit-Reset` headers (draft-ietf-httpapi-ratelimit-headers);
+allowed responses carry the same three headers.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class Limit:
 
 
 AUTH_PER_IP = Limit(capacity=10, period=60.0)
+TENANT_API = Limit(capacity=600, period=60.0)
+EXCHANGE_PER_SERVICE_ACCOUNT = Limit(capacity=600, period=60.0)
 
 
 @dataclasses.dataclass(frozen=True)

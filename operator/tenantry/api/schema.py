@@ -21,6 +21,24 @@ What is stored, and why it is safe to store:
   use) and useless after `expires_at` (10 minutes). The verifier alone redeems nothing: it needs
   the code, which only the provider's redirect carries.
 - `user_identities` (v2): (provider, sub) -> user, at most one identity per provider per user.
+- `refresh_families.groups` (v3): the identity provider's groups of the session, as the sign-in
+  reported them (prefixed per provider); Tenant members of kind Group match against them.
+- `access_tokens` (v3): each issued access token's jti with its user, session and expiry (no
+  token), so `/v1/tokens/revoke` can tell whose token a jti is; purged after expiry.
+- `api_keys` (v3) is a tenant table behind row-level security: a statement sees and writes
+  only rows of the tenant its transaction names (`SET LOCAL tenantry.tenant`), so a query that
+  forgets its tenant returns nothing. The one cross-tenant read, authenticating a presented key
+  by its hash, is the SECURITY DEFINER function `api.authenticate_api_key`. `created_by_groups`
+  keeps the creator's groups at creation: a key never outranks what its creator still holds.
+- `hook_deliveries` (v4): each accepted delivery of a pipeline's signed rotation hook, by
+  (tenant, Idempotency-Key), with the SHA-256 of its body and of its signature (no secret, no
+  body) and the answer it was given, so a replay does nothing and says what the first delivery
+  did. A tenant table behind row-level security like `api_keys`; rows older than a day are
+  dropped (`api.purge_hook_deliveries`, the one cross-tenant statement): by then any replay is
+  refused by its timestamp anyway.
+- `participant_tokens` (v5): each participant token's jti, tenant, resource and role (never the
+  token), so it can be revoked and each use checked; a tenant table behind row-level security,
+  with `api.participant_token_tenant` as the one cross-tenant lookup (by jti).
 
 No DELETE on users or families for the app role: revocation is a state, not a deletion.
 """
@@ -130,10 +148,124 @@ CREATE TABLE api.user_identities (
 );
 """
 
+_V3 = r"""
+ALTER TABLE api.refresh_families
+    ADD COLUMN groups text[] NOT NULL DEFAULT '{}' CHECK (cardinality(groups) <= 256);
+
+CREATE TABLE api.access_tokens (
+    jti             text PRIMARY KEY CHECK (length(jti) BETWEEN 1 AND 128),
+    user_id         uuid NOT NULL REFERENCES api.users (id),
+    family_id       uuid NOT NULL REFERENCES api.refresh_families (id),
+    expires_at      timestamptz NOT NULL
+);
+CREATE INDEX access_tokens_expiry ON api.access_tokens (expires_at);
+
+ALTER TABLE api.api_keys
+    ADD COLUMN created_by_groups text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN revoked_by uuid REFERENCES api.users (id),
+    ADD CONSTRAINT api_keys_name_length CHECK (length(name) <= 100);
+
+ALTER TABLE api.api_keys ENABLE ROW LEVEL SECURITY;
+CREATE POLICY api_keys_of_tenant ON api.api_keys
+    USING (tenant = current_setting('tenantry.tenant', true))
+    WITH CHECK (tenant = current_setting('tenantry.tenant', true));
+
+-- The one read across tenants: a presented key, by its hash. Runs as the owner (who is not
+-- subject to the policy), returns only a live key's grant, and marks it used (at most once a
+-- minute, so authentication is not a write per request).
+CREATE FUNCTION api.authenticate_api_key(presented bytea)
+RETURNS TABLE (id uuid, prefix text, tenant text, role text, created_by uuid,
+               creator text, creator_groups text[])
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    WITH live AS (
+        SELECT k.id, k.prefix, k.tenant, k.role, k.created_by, u.username AS creator,
+               k.created_by_groups AS creator_groups, k.last_used_at
+        FROM api.api_keys k JOIN api.users u ON u.id = k.created_by
+        WHERE k.key_hash = presented AND k.revoked_at IS NULL AND NOT u.disabled
+          AND (k.expires_at IS NULL OR k.expires_at > clock_timestamp())
+    ), touched AS (
+        UPDATE api.api_keys k SET last_used_at = clock_timestamp() FROM live
+        WHERE k.id = live.id AND (live.last_used_at IS NULL
+                                  OR live.last_used_at < clock_timestamp() - interval '1 min')
+    )
+    SELECT id, prefix, tenant, role, created_by, creator, creator_groups FROM live
+$$;
+REVOKE ALL ON FUNCTION api.authenticate_api_key(bytea) FROM PUBLIC;
+"""
+
+_V4 = r"""
+CREATE TABLE api.hook_deliveries (
+    tenant          text NOT NULL CHECK (length(tenant) BETWEEN 1 AND 253),
+    idempotency_key text NOT NULL CHECK (idempotency_key ~ '^[A-Za-z0-9._:-]{8,128}$'),
+    body_hash       bytea NOT NULL CHECK (length(body_hash) = 32),
+    signature_hash  bytea NOT NULL UNIQUE CHECK (length(signature_hash) = 32),
+    policy          text NOT NULL CHECK (length(policy) BETWEEN 3 AND 317),
+    received_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    outcome         jsonb,
+    PRIMARY KEY (tenant, idempotency_key)
+);
+CREATE INDEX hook_deliveries_received ON api.hook_deliveries (received_at);
+
+ALTER TABLE api.hook_deliveries ENABLE ROW LEVEL SECURITY;
+CREATE POLICY hook_deliveries_of_tenant ON api.hook_deliveries
+    USING (tenant = current_setting('tenantry.tenant', true))
+    WITH CHECK (tenant = current_setting('tenantry.tenant', true));
+
+-- Housekeeping across tenants: drop deliveries older than `age` (owner rights, nothing else).
+CREATE FUNCTION api.purge_hook_deliveries(age interval) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    WITH gone AS (DELETE FROM api.hook_deliveries
+                  WHERE received_at < clock_timestamp() - greatest(age, interval '1 hour')
+                  RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION api.purge_hook_deliveries(interval) FROM PUBLIC;
+"""
+
+_V5 = r"""
+CREATE TABLE api.participant_tokens (
+    jti             text PRIMARY KEY CHECK (length(jti) BETWEEN 1 AND 128),
+    tenant          text NOT NULL CHECK (tenant <> ''),
+    resource        text NOT NULL CHECK (length(resource) BETWEEN 1 AND 400),
+    role            text NOT NULL CHECK (role IN ('viewer', 'member')),
+    issued_by       uuid NOT NULL REFERENCES api.users (id),
+    issued_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    expires_at      timestamptz NOT NULL,
+    revoked_at      timestamptz,
+    revoked_by      uuid REFERENCES api.users (id)
+);
+CREATE INDEX participant_tokens_expiry ON api.participant_tokens (expires_at);
+ALTER TABLE api.participant_tokens ENABLE ROW LEVEL SECURITY;
+CREATE POLICY participant_tokens_of_tenant ON api.participant_tokens
+    USING (tenant = current_setting('tenantry.tenant', true))
+    WITH CHECK (tenant = current_setting('tenantry.tenant', true));
+
+-- The one read across tenants: which tenant a participant token's jti belongs to, for
+-- /v1/tokens/revoke (the caller is then checked against that tenant).
+CREATE FUNCTION api.participant_token_tenant(token_id text) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    SELECT tenant FROM api.participant_tokens WHERE jti = token_id
+$$;
+REVOKE ALL ON FUNCTION api.participant_token_tenant(text) FROM PUBLIC;
+
+CREATE FUNCTION api.purge_participant_tokens() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, api AS $$
+    WITH gone AS (DELETE FROM api.participant_tokens
+                  WHERE expires_at < clock_timestamp() - interval '1 day' RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION api.purge_participant_tokens() FROM PUBLIC;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api: users, refresh families and tokens, revoked jtis, throttle, rate "
                  "buckets, api keys", _V1),
     Migration(2, "api: external sign-in (OIDC) states and linked identities", _V2),
+    Migration(3, "api: session groups, issued access tokens, API keys behind row-level "
+                 "security", _V3),
+    Migration(4, "api: deliveries of the signed rotation hook (idempotency keys)", _V4),
+    Migration(5, "api: participant tokens (one resource, one role) behind row-level security",
+              _V5),
 )
 
 #: Exactly what the API's app role may do; `migrations` revokes everything else on every run.
@@ -148,9 +280,18 @@ APP_TABLE_GRANTS: tuple[tuple[str, str], ...] = (
     ("SELECT, INSERT, UPDATE", "api.api_keys"),
     ("SELECT, INSERT, DELETE", "api.oauth_states"),
     ("SELECT, INSERT", "api.user_identities"),
+    ("SELECT, INSERT, DELETE", "api.access_tokens"),
+    ("SELECT, INSERT, UPDATE, DELETE", "api.hook_deliveries"),
+    ("SELECT, INSERT, UPDATE", "api.participant_tokens"),
 )
+
+#: Functions the app role may call (everything else on the schema's functions is revoked).
+APP_FUNCTION_GRANTS: tuple[str, ...] = ("api.authenticate_api_key(bytea)",
+                                        "api.purge_hook_deliveries(interval)",
+                                        "api.participant_token_tenant(text)",
+                                        "api.purge_participant_tokens()")
 
 COMPONENT = migrations.Component(
     name="api", schema=SCHEMA, migrations=MIGRATIONS, table_grants=APP_TABLE_GRANTS,
-    function_grants=(), default_owner_role="tenantry_api_owner",
+    function_grants=APP_FUNCTION_GRANTS, default_owner_role="tenantry_api_owner",
     default_app_role="tenantry_api", command="tenantry db migrate")

@@ -8,9 +8,12 @@ plain values and return plain values; the rules they apply live in the pure modu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,10 +25,19 @@ from tenantry.ledger import migrations
 Conn = Any  # asyncpg.Connection or asyncpg.Pool (asyncpg ships no type hints)
 
 
+async def _reset(conn: Any) -> None:
+    """What a connection needs when it returns to the pool: nothing, unless a transaction was
+    left open. asyncpg's default reset is a round trip per request (`RESET ALL`, unlisten,
+    ...); the API changes no session state (only `SET LOCAL`, which ends with its
+    transaction) and never LISTENs on pooled connections."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> Any:
     """A pool whose connections all run with a bounded statement time."""
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size,
+        dsn, min_size=min_size, max_size=max_size, reset=_reset,
         server_settings={"application_name": "tenantry-api", "statement_timeout": "5000",
                          "idle_in_transaction_session_timeout": "10000"})
 
@@ -141,11 +153,14 @@ def _acquire(conn: Conn) -> Any:
 
 # -- refresh families ----------------------------------------------------------------------------
 
-async def start_family(conn: Conn, user_id: uuid.UUID, token_hash: bytes) -> uuid.UUID:
-    """A new session (refresh family) for the user, with its first refresh token."""
+async def start_family(conn: Conn, user_id: uuid.UUID, token_hash: bytes,
+                       groups: tuple[str, ...] = ()) -> uuid.UUID:
+    """A new session (refresh family) for the user, with its first refresh token and the
+    identity provider's groups of this sign-in (none for a password login)."""
     async with _acquire(conn) as c, c.transaction():
         family = await c.fetchval(
-            "INSERT INTO api.refresh_families (user_id) VALUES ($1) RETURNING id", user_id)
+            "INSERT INTO api.refresh_families (user_id, groups) VALUES ($1, $2) RETURNING id",
+            user_id, list(groups))
         await c.execute(
             "INSERT INTO api.refresh_tokens (token_hash, family_id, generation, expires_at) "
             "VALUES ($1, $2, 1, clock_timestamp() + $3::interval)",
@@ -158,6 +173,7 @@ class Rotation:
     outcome: rfc9700.Outcome
     family_id: uuid.UUID | None = None
     user: User | None = None
+    groups: tuple[str, ...] = ()
 
 
 async def rotate(conn: Conn, token_hash: bytes, new_hash: bytes,
@@ -171,7 +187,8 @@ async def rotate(conn: Conn, token_hash: bytes, new_hash: bytes,
         row = await c.fetchrow(
             "SELECT t.family_id, t.generation, t.expires_at, t.used_at, t.grace_used, "
             "f.generation AS family_generation, f.revoked_at IS NOT NULL AS family_revoked, "
-            "u.id AS user_id, u.username, u.password_hash, u.disabled, clock_timestamp() AS now "
+            "f.groups, u.id AS user_id, u.username, u.password_hash, u.disabled, "
+            "clock_timestamp() AS now "
             "FROM api.refresh_tokens t JOIN api.refresh_families f ON f.id = t.family_id "
             "JOIN api.users u ON u.id = f.user_id WHERE t.token_hash = $1 "
             "FOR UPDATE OF t, f", token_hash)
@@ -198,12 +215,12 @@ async def rotate(conn: Conn, token_hash: bytes, new_hash: bytes,
         else:
             if outcome is rfc9700.Outcome.REUSED:
                 await _revoke_family(c, family, "reuse")
-            return Rotation(outcome, family_id=family, user=user)
+            return Rotation(outcome, family_id=family, user=user, groups=tuple(row["groups"]))
         await c.execute(
             "INSERT INTO api.refresh_tokens (token_hash, family_id, generation, expires_at) "
             "VALUES ($1, $2, $3, clock_timestamp() + $4::interval)",
             new_hash, family, generation, rfc9700.LIFETIME)
-    return Rotation(outcome, family_id=family, user=user)
+    return Rotation(outcome, family_id=family, user=user, groups=tuple(row["groups"]))
 
 
 async def _revoke_family(conn: Conn, family_id: uuid.UUID, reason: str) -> bool:
@@ -229,17 +246,60 @@ async def revoke_jti(conn: Conn, jti: str, expires_at: int, reason: str) -> None
         jti, expires_at, reason)
 
 
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """A live session's user and the groups its sign-in reported."""
+
+    user: User
+    groups: tuple[str, ...]
+
+
 async def session_user(conn: Conn, user_id: uuid.UUID, family_id: uuid.UUID,
-                       jti: str) -> User | None:
-    """The user of a verified access token, or None when the token is revoked (its jti, or its
-    session), the session is not the user's, or the user is disabled. One query per request."""
+                       jti: str) -> Session | None:
+    """The session of a verified access token, or None when the token is revoked (its jti, or
+    its session), the session is not the user's, or the user is disabled. One query per
+    request: revocation on any replica is seen by every replica at the next request."""
     row = await conn.fetchrow(
-        "SELECT u.id, u.username, u.password_hash, u.disabled FROM api.refresh_families f "
+        "SELECT u.id, u.username, u.password_hash, u.disabled, f.groups "
+        "FROM api.refresh_families f "
         "JOIN api.users u ON u.id = f.user_id WHERE f.id = $1 AND u.id = $2 "
         "AND f.revoked_at IS NULL AND NOT u.disabled "
         "AND NOT EXISTS (SELECT 1 FROM api.revoked_jtis r WHERE r.jti = $3)",
         family_id, user_id, jti)
-    return _user(row)
+    user = _user(row)
+    return None if user is None else Session(user=user, groups=tuple(row["groups"]))
+
+
+async def remember_access_token(conn: Conn, jti: str, user_id: uuid.UUID,
+                                family_id: uuid.UUID, expires_at: int) -> None:
+    """Note an issued access token's jti (never the token), for `/v1/tokens/revoke`."""
+    await conn.execute(
+        "INSERT INTO api.access_tokens (jti, user_id, family_id, expires_at) "
+        "VALUES ($1, $2, $3, to_timestamp($4))", jti, user_id, family_id, expires_at)
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuedToken:
+    jti: str
+    user: User
+    groups: tuple[str, ...]
+    expires_at: int
+    revoked: bool
+
+
+async def issued_token(conn: Conn, jti: str) -> IssuedToken | None:
+    """Whose access token `jti` is (None: never issued here, or purged after expiry)."""
+    row = await conn.fetchrow(
+        "SELECT u.id, u.username, u.password_hash, u.disabled, f.groups, "
+        "extract(epoch FROM a.expires_at)::bigint AS expires_at, "
+        "EXISTS (SELECT 1 FROM api.revoked_jtis r WHERE r.jti = a.jti) AS revoked "
+        "FROM api.access_tokens a JOIN api.users u ON u.id = a.user_id "
+        "JOIN api.refresh_families f ON f.id = a.family_id WHERE a.jti = $1", jti)
+    user = _user(row)
+    if user is None:
+        return None
+    return IssuedToken(jti=jti, user=user, groups=tuple(row["groups"]),
+                       expires_at=int(row["expires_at"]), revoked=row["revoked"])
 
 
 # -- external sign-in (OIDC) ---------------------------------------------------------------------
@@ -299,6 +359,96 @@ async def oauth_user(conn: Conn, provider: str, subject: str, username: str) -> 
     return linked
 
 
+# -- API keys (a tenant table: row-level security) ------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def tenant_scope(conn: Conn, tenant: str) -> AsyncIterator[Any]:
+    """A transaction whose statements see only `tenant`'s rows of tenant tables (the RLS policy
+    reads `tenantry.tenant`; without it they see nothing)."""
+    async with _acquire(conn) as c, c.transaction():
+        await c.execute("SELECT set_config('tenantry.tenant', $1, true)", tenant)
+        yield c
+
+
+@dataclasses.dataclass(frozen=True)
+class ApiKey:
+    id: uuid.UUID
+    prefix: str
+    tenant: str
+    role: str
+    name: str
+    created_by: str
+    created_at: datetime.datetime
+    expires_at: datetime.datetime | None
+    last_used_at: datetime.datetime | None
+    revoked_at: datetime.datetime | None
+
+
+_KEY_COLUMNS = ("k.id, k.prefix, k.tenant, k.role, k.name, u.username AS created_by, "
+                "k.created_at, k.expires_at, k.last_used_at, k.revoked_at")
+
+
+def _api_key(row: Any) -> ApiKey:
+    return ApiKey(**{field.name: row[field.name] for field in dataclasses.fields(ApiKey)})
+
+
+async def create_api_key(conn: Conn, *, tenant: str, prefix: str, key_hash: bytes, role: str,
+                         name: str, created_by: uuid.UUID, created_by_groups: tuple[str, ...],
+                         expires_in: datetime.timedelta | None) -> ApiKey:
+    async with tenant_scope(conn, tenant) as c:
+        key_id = await c.fetchval(
+            "INSERT INTO api.api_keys (prefix, key_hash, tenant, role, name, created_by, "
+            "created_by_groups, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+            "clock_timestamp() + $8::interval) RETURNING id",
+            prefix, key_hash, tenant, role, name, created_by, list(created_by_groups),
+            expires_in)
+        row = await c.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api.api_keys k "  # noqa: S608
+                               "JOIN api.users u ON u.id = k.created_by WHERE k.id = $1", key_id)
+    return _api_key(row)
+
+
+async def list_api_keys(conn: Conn, tenant: str) -> list[ApiKey]:
+    async with tenant_scope(conn, tenant) as c:
+        rows = await c.fetch(f"SELECT {_KEY_COLUMNS} FROM api.api_keys k "  # noqa: S608
+                             "JOIN api.users u ON u.id = k.created_by "
+                             "ORDER BY k.created_at, k.id")
+    return [_api_key(row) for row in rows]
+
+
+async def revoke_api_key(conn: Conn, tenant: str, key_id: uuid.UUID,
+                         by: uuid.UUID) -> ApiKey | None:
+    """Revoke a key of `tenant` (idempotent); None when the tenant has no such key."""
+    async with tenant_scope(conn, tenant) as c:
+        await c.execute("UPDATE api.api_keys SET revoked_at = clock_timestamp(), revoked_by = $2 "
+                        "WHERE id = $1 AND revoked_at IS NULL", key_id, by)
+        row = await c.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api.api_keys k "  # noqa: S608
+                               "JOIN api.users u ON u.id = k.created_by WHERE k.id = $1", key_id)
+    return None if row is None else _api_key(row)
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyGrant:
+    """What a presented, live API key grants: one tenant, at most `role`, limited by what its
+    creator (`creator`, with the groups of the session that created it) still holds."""
+
+    id: uuid.UUID
+    prefix: str
+    tenant: str
+    role: str
+    creator_id: uuid.UUID
+    creator: str
+    creator_groups: tuple[str, ...]
+
+
+async def authenticate_api_key(conn: Conn, key_hash: bytes) -> KeyGrant | None:
+    row = await conn.fetchrow("SELECT * FROM api.authenticate_api_key($1)", key_hash)
+    if row is None:
+        return None
+    return KeyGrant(id=row["id"], prefix=row["prefix"], tenant=row["tenant"], role=row["role"],
+                    creator_id=row["created_by"], creator=row["creator"],
+                    creator_groups=tuple(row["creator_groups"]))
+
+
 # -- rate limits ---------------------------------------------------------------------------------
 
 _TAKE = """
@@ -337,3 +487,152 @@ async def purge_expired(conn: Conn) -> None:
     await conn.execute("DELETE FROM api.login_throttle WHERE last_failure_at < "
                        "clock_timestamp() - $1::interval", throttle.FORGET_AFTER)
     await conn.execute("DELETE FROM api.oauth_states WHERE expires_at < clock_timestamp()")
+    await conn.execute(
+        "DELETE FROM api.access_tokens WHERE expires_at < clock_timestamp() - interval '5 min'")
+    await conn.execute("SELECT api.purge_participant_tokens()")
+
+
+# -- the audit ledger, read-only (through the ledger's own app role and pool) -------------------
+
+_ENTRY_COLUMNS = ("seq, event_time, actor, actor_kind, identity::text AS identity, action, "
+                  "resource_kind, resource_namespace, resource_name, changes::text AS changes, "
+                  "source_ip, request_id, component, prev_hash, hash")
+
+
+async def ledger_entries(conn: Conn, chain: str, *, after: int | None, before: int | None,
+                         newest_first: bool, limit: int, action: str | None,
+                         actor: str | None) -> list[Any]:
+    """One page of a chain's entries, by sequence number, optionally filtered (exact action or
+    an action prefix ending in `.`, exact actor)."""
+    clauses = ["chain = $1"]
+    values: list[Any] = [chain]
+    for clause, value in (("seq > ${}", after), ("seq < ${}", before), ("actor = ${}", actor)):
+        if value is not None:
+            values.append(value)
+            clauses.append(clause.format(len(values)))
+    if action is not None:
+        values.append(action)
+        clauses.append(f"(action = ${len(values)} OR (right(${len(values)}, 1) = '.' AND "
+                       f"starts_with(action, ${len(values)})))")
+    values.append(limit)
+    order = "DESC" if newest_first else "ASC"
+    return list(await conn.fetch(
+        f"SELECT {_ENTRY_COLUMNS} FROM ledger.audit_log WHERE {' AND '.join(clauses)} "  # noqa: S608
+        f"ORDER BY seq {order} LIMIT ${len(values)}", *values))
+
+
+
+async def last_exchanges(conn: Conn, chain: str, action: str) -> list[Any]:
+    """When each Credential of a tenant was last exchanged (from its ledger chain)."""
+    return list(await conn.fetch(
+        "SELECT resource_namespace AS namespace, resource_name AS name, max(event_time) AS at "
+        "FROM ledger.audit_log WHERE chain = $1 AND action = $2 "
+        "GROUP BY resource_namespace, resource_name", chain, action))
+
+
+# -- deliveries of the signed rotation hook (a tenant table: row-level security) -----------------
+
+@dataclasses.dataclass(frozen=True)
+class HookDelivery:
+    """An earlier delivery with the same Idempotency-Key: what it carried and was answered."""
+
+    body_hash: bytes
+    outcome: dict[str, Any] | None
+    """The answer it was given; None while that delivery is still being acted on."""
+    received_at: datetime.datetime
+
+
+class SignatureReused(Exception):
+    """A delivery whose signature an earlier one (under another Idempotency-Key) carried."""
+
+
+async def claim_hook_delivery(conn: Conn, *, tenant: str, idempotency_key: str,
+                              body_hash: bytes, signature_hash: bytes,
+                              policy: str) -> HookDelivery | None:
+    """Remember a delivery before acting on it: None when it is new (the caller acts, then
+    `complete_hook_delivery` or `release_hook_delivery`), else the earlier delivery with this
+    key; SignatureReused when only its signature was seen before."""
+    async with tenant_scope(conn, tenant) as c:
+        claimed = await c.fetchval(
+            "INSERT INTO api.hook_deliveries (tenant, idempotency_key, body_hash, "
+            "signature_hash, policy) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING "
+            "RETURNING true", tenant, idempotency_key, body_hash, signature_hash, policy)
+        if claimed:
+            return None
+        row = await c.fetchrow(
+            "SELECT body_hash, outcome::text AS outcome, received_at FROM api.hook_deliveries "
+            "WHERE tenant = $1 AND idempotency_key = $2", tenant, idempotency_key)
+    if row is None:
+        raise SignatureReused()
+    return HookDelivery(body_hash=bytes(row["body_hash"]),
+                        outcome=None if row["outcome"] is None else json.loads(row["outcome"]),
+                        received_at=row["received_at"])
+
+
+async def complete_hook_delivery(conn: Conn, *, tenant: str, idempotency_key: str,
+                                 outcome: dict[str, Any]) -> None:
+    async with tenant_scope(conn, tenant) as c:
+        await c.execute("UPDATE api.hook_deliveries SET outcome = $3::jsonb "
+                        "WHERE tenant = $1 AND idempotency_key = $2", tenant, idempotency_key,
+                        json.dumps(outcome))
+
+
+async def release_hook_delivery(conn: Conn, *, tenant: str, idempotency_key: str) -> None:
+    """Forget a delivery that was not acted on (refused or failed), so a retry may be."""
+    async with tenant_scope(conn, tenant) as c:
+        await c.execute("DELETE FROM api.hook_deliveries WHERE tenant = $1 AND "
+                        "idempotency_key = $2 AND outcome IS NULL", tenant, idempotency_key)
+
+
+HOOK_DELIVERY_RETENTION = datetime.timedelta(days=1)
+
+
+async def purge_hook_deliveries(conn: Conn) -> int:
+    """Drop deliveries past the retention (any replay of them fails its timestamp check)."""
+    return int(await conn.fetchval("SELECT api.purge_hook_deliveries($1)",
+                                   HOOK_DELIVERY_RETENTION))
+
+
+# -- participant tokens and tickets --------------------------------------------------------------
+
+async def record_participant_token(conn: Conn, *, jti: str, tenant: str, resource: str,
+                                   role: str, issued_by: uuid.UUID, expires_at: int) -> None:
+    async with tenant_scope(conn, tenant) as c:
+        await c.execute(
+            "INSERT INTO api.participant_tokens (jti, tenant, resource, role, issued_by, "
+            "expires_at) VALUES ($1, $2, $3, $4, $5, to_timestamp($6))",
+            jti, tenant, resource, role, issued_by, expires_at)
+
+
+async def participant_token_live(conn: Conn, tenant: str, jti: str) -> bool:
+    """Whether the participant token `jti` of `tenant` is recorded, unexpired and unrevoked."""
+    async with tenant_scope(conn, tenant) as c:
+        return bool(await c.fetchval(
+            "SELECT revoked_at IS NULL AND expires_at > clock_timestamp() "
+            "FROM api.participant_tokens WHERE jti = $1", jti))
+
+
+async def participant_token_tenant(conn: Conn, jti: str) -> str | None:
+    found = await conn.fetchval("SELECT api.participant_token_tenant($1)", jti)
+    return None if found is None else str(found)
+
+
+async def revoke_participant_token(conn: Conn, tenant: str, jti: str,
+                                   by: uuid.UUID) -> bool:
+    """Revoke (idempotent); False when the tenant has no such token."""
+    async with tenant_scope(conn, tenant) as c:
+        found = await c.fetchval(
+            "UPDATE api.participant_tokens SET revoked_at = coalesce(revoked_at, "
+            "clock_timestamp()), revoked_by = coalesce(revoked_by, $2) WHERE jti = $1 "
+            "RETURNING jti", jti, by)
+    return found is not None
+
+
+async def spend_jti(conn: Conn, jti: str, expires_at: int, reason: str) -> bool:
+    """Use up a single-use token's jti: True the first time, False ever after (until purged,
+    after the token expired anyway)."""
+    spent = await conn.fetchval(
+        "INSERT INTO api.revoked_jtis (jti, expires_at, reason) "
+        "VALUES ($1, to_timestamp($2), $3) ON CONFLICT (jti) DO NOTHING RETURNING jti",
+        jti, expires_at, reason)
+    return spent is not None

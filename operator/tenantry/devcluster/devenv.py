@@ -130,10 +130,12 @@ async def _create_password_user(dsn: str, username: str, password: str) -> None:
         await conn.close()
 
 
-def start_api(dsn_file: Path, log_dir: Path, *, username: str = DEV_USER) -> DevApi:
+def start_api(dsn_file: Path, log_dir: Path, kubeconfig: Path, ledger_dsn_file: Path, *,
+              username: str = DEV_USER) -> DevApi:
     """`tenantry api run` as a child process on a free loopback port, ready once /readyz
-    answers, with a signing key made here and `username` as a password user whose random
-    password is in `log_dir/api-dev-password` (0600)."""
+    answers (so once it has listed the Tenants of `kubeconfig`'s cluster), recording auth
+    events in the ledger, with a signing key made here and `username` as a password user whose
+    random password is in `log_dir/api-dev-password` (0600)."""
     from tenantry.api.tokens import rfc7517
 
     key_file = log_dir / "api-signing.pem"
@@ -149,7 +151,9 @@ def start_api(dsn_file: Path, log_dir: Path, *, username: str = DEV_USER) -> Dev
     process = ManagedProcess(
         "api",
         [sys.executable, "-m", "tenantry", "api", "run", "--dsn-file", str(dsn_file),
-         "--signing-key-file", str(key_file), "--listen", f"127.0.0.1:{port}"],
+         "--signing-key-file", str(key_file), "--listen", f"127.0.0.1:{port}",
+         "--kubeconfig", str(kubeconfig), "--ledger-dsn-file", str(ledger_dsn_file),
+         "--ledger-spool", str(log_dir / "api-ledger-spool"), *DEV_LOG_FORMAT],
         log_dir / "api.log",
     )
 
@@ -165,6 +169,10 @@ def start_api(dsn_file: Path, log_dir: Path, *, username: str = DEV_USER) -> Dev
     return DevApi(process=process, url=url, password_file=password_file)
 
 
+# A person reads these logs in a terminal; in a cluster the components log JSON lines.
+DEV_LOG_FORMAT = ("--log-format", "text")
+
+
 def start_operator(kubeconfig: Path, log_dir: Path,
                    options: Sequence[str] = ("--no-ledger",)) -> ManagedProcess:
     """`tenantry operator run` as a child process, ready once its liveness probe answers."""
@@ -173,7 +181,7 @@ def start_operator(kubeconfig: Path, log_dir: Path,
         "operator",
         [sys.executable, "-m", "tenantry", "operator", "run", "--standalone",
          "--kubeconfig", str(kubeconfig), "--liveness", f"http://127.0.0.1:{port}/healthz",
-         *options],
+         *DEV_LOG_FORMAT, *options],
         log_dir / "operator.log",
     )
 
@@ -214,7 +222,7 @@ def start_webhook(kubeconfig: Path, log_dir: Path,
         [sys.executable, "-m", "tenantry", "webhook", "run", "--kubeconfig", str(kubeconfig),
          "--listen", f"127.0.0.1:{port}", "--url", url, "--cert-dir", str(cert_dir),
          "--client-ca-file", str(client_ca), *(f"--client-cn={cn}" for cn in client_cns),
-         *options],
+         *DEV_LOG_FORMAT, *options],
         log_dir / "webhook.log",
     )
 
@@ -291,7 +299,10 @@ def dev_environment(kubeconfig: Path | None, *, with_postgres: bool = True,
             dsn_files = migrate_databases(postgres, state_dir)
             operator_options = ledger_options(dsn_files, state_dir)
             _say(f"database tenantry migrated (schemas: {', '.join(dsn_files)})")
-            dev_api = start_api(dsn_files[api_schema.COMPONENT.name], state_dir)
+            # The API reads Tenants: their CRD must exist before it can become ready.
+            install_crds(kubeconfig)
+            dev_api = start_api(dsn_files[api_schema.COMPONENT.name], state_dir, kubeconfig,
+                                dsn_files[migrations.LEDGER.name])
             stack.callback(dev_api.process.stop)
             _say(f"API running at {dev_api.url}, user {DEV_USER} "
                  f"(log: {dev_api.process.log_path})")

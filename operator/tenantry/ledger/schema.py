@@ -29,6 +29,11 @@ Who can do what (the point of the design), as of version 2:
   for the owner; statement-level triggers fire even when no row matches, so a refused statement is
   never a silent no-op. `chain_heads` may only move forward, to an entry that exists.
 
+Version 3: every move of a chain head (so every statement that appends to a chain) sends
+`NOTIFY tenantry_ledger, '<chain> <seq>'` (delivered at commit, to listeners only, so it costs
+an append nothing when nobody listens for it), which the API's live audit stream LISTENs for
+instead of polling.
+
 The SQL hash must equal `hashing.entry_hash` byte for byte: `ledger.jcs` is RFC 8785 for jsonb
 (numbers as IEEE doubles, keys in UTF-16 order), `_DOCUMENT` writes the document's members in
 sorted order (one SQL expression, used by `ledger.canonical_entry` and inline by
@@ -825,6 +830,19 @@ _DOCUMENT_OF_ENTRY = _split_at_prev_hash(**{
     "chain": "x.c", "seq": "x.s", "source_ip": "x.ip", "identity": "coalesce(x.identity, '{}')",
     "changes": "coalesce(x.changes, '{}')", "event_time_text": "at_text"})
 
+_V3 = r"""
+CREATE FUNCTION ledger.notify_head() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, ledger AS $$
+BEGIN
+    PERFORM pg_notify('tenantry_ledger', NEW.chain || ' ' || NEW.seq);
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION ledger.notify_head() FROM PUBLIC;
+CREATE TRIGGER chain_heads_notify AFTER INSERT OR UPDATE ON ledger.chain_heads
+    FOR EACH ROW EXECUTE FUNCTION ledger.notify_head();
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "audit ledger: hash-chained append-only audit_log, chain heads, checkpoints",
               _V1.replace("@MEMBER@", _MEMBER)),
@@ -835,6 +853,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               .replace("@DOCUMENT_BEFORE_PREV@", _DOCUMENT_OF_ENTRY[0])
               .replace("@DOCUMENT_AFTER_PREV@", _DOCUMENT_OF_ENTRY[1])
               .replace("@TIME_TEXT_OF_AT_TIME@", _TIME_TEXT.replace("@@", "at_time"))),
+    Migration(3, "audit ledger: NOTIFY tenantry_ledger when a chain's head moves (live stream)",
+              _V3),
 )
 
 #: What the application role may use after migrating to the latest version; `migrations`

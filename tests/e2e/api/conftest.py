@@ -13,6 +13,7 @@ from a configured proxy is exercised on every request).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import itertools
@@ -20,17 +21,22 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
+import yaml
+from kubernetes import client as kube_client
 
+from tenantry import kube
 from tenantry.api import passwords, store
+from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
 from tests.conftest import REPO_ROOT
+from tests.helpers import GROUP, VERSION
 
 DATABASE = "tenantry_api_e2e"
 ROLES = {"ledger_app": "api_e2e_ledger_app", "ledger_owner": "api_e2e_ledger_owner",
@@ -49,10 +55,20 @@ class ApiDatabase:
     admin_dsn: str
     app_dsn: str
     state: Path
+    ledger_dsn: str = ""
 
     @property
     def app_dsn_file(self) -> Path:
         return self.state / "api-dsn"
+
+    @property
+    def ledger_dsn_file(self) -> Path:
+        return self.state / "ledger-dsn"
+
+    def ledger_entries(self, action_prefix: str) -> list[asyncpg.Record]:
+        """Ledger rows whose action starts with `action_prefix`, oldest first."""
+        return self.fetch("SELECT * FROM ledger.audit_log WHERE action LIKE $1 || '%' "
+                          "ORDER BY chain, seq", action_prefix)
 
     def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """One statement as the superuser."""
@@ -75,9 +91,11 @@ class ApiDatabase:
         name = username or f"user-{uuid.uuid4().hex[:10]}@acme.example"
         conn = await asyncpg.connect(self.app_dsn)
         try:
+            # A name of the caller's choosing may already exist (root@acme.example, the
+            # platform admin, is shared by several modules): its password is set anew.
             await store.upsert_password_user(
                 conn, name, password_hash or passwords.Passwords().rehash(password),
-                replace=False)
+                replace=username is not None)
         finally:
             await conn.close()
         return name
@@ -109,10 +127,30 @@ def api_db(postgres: LocalPostgres, tmp_path_factory: pytest.TempPathFactory) ->
             (f"--{key.replace('_', '-')}-role", role) for key, role in ROLES.items()))
     assert result.returncode == 0, result.stderr
     app_dsn = postgres.dsn(database=DATABASE, user=ROLES["api_app"], password=app_password)
-    db = ApiDatabase(admin_dsn=admin_dsn, app_dsn=app_dsn, state=state)
-    db.app_dsn_file.write_text(app_dsn + "\n")
-    db.app_dsn_file.chmod(0o600)
+    ledger_dsn = postgres.dsn(database=DATABASE, user=ROLES["ledger_app"],
+                              password=(state / "ledger-pw").read_text().strip())
+    db = ApiDatabase(admin_dsn=admin_dsn, app_dsn=app_dsn, state=state, ledger_dsn=ledger_dsn)
+    for path, dsn in ((db.app_dsn_file, app_dsn), (db.ledger_dsn_file, ledger_dsn)):
+        path.write_text(dsn + "\n")
+        path.chmod(0o600)
     return db
+
+
+API_IDENTITY = "system:serviceaccount:tenantry-system:tenantry-api"
+
+
+@pytest.fixture(scope="session")
+def api_kubeconfig(control_plane: LocalControlPlane, crds: None) -> Path:
+    """The API's own identity, with exactly the RBAC of manifests/api/rbac.yaml (read Tenants)."""
+    documents = [doc for doc in yaml.safe_load_all((REPO_ROOT / "manifests/api/rbac.yaml")
+                                                   .read_text())
+                 if doc["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    api = kube.api_client(control_plane.admin_kubeconfig)
+    try:
+        kube.apply(api, documents)
+    finally:
+        api.close()
+    return control_plane.kubeconfig_for(API_IDENTITY)
 
 
 @pytest.fixture(scope="session")
@@ -127,14 +165,19 @@ class ApiServer:
     """`tenantry api run` as a child process on loopback, its log in a file."""
 
     def __init__(self, db: ApiDatabase, key: Path, log_path: Path,
-                 extra: Sequence[str] = (), *, port: int | None = None) -> None:
+                 extra: Sequence[str] = (), *, kubeconfig: Path,
+                 port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        self.spool = log_path.parent / f"spool-{self.port}"
         self.process = ManagedProcess(
             "tenantry-api",
             [sys.executable, "-m", "tenantry", "api", "run", "--dsn-file", str(db.app_dsn_file),
-             "--signing-key-file", str(key), "--listen", f"127.0.0.1:{self.port}", *extra],
+             "--signing-key-file", str(key), "--listen", f"127.0.0.1:{self.port}",
+             "--kubeconfig", str(kubeconfig),
+             "--ledger-dsn-file", str(db.ledger_dsn_file), "--ledger-spool", str(self.spool),
+             *extra],
             log_path, cwd=REPO_ROOT)
 
     def wait_ready(self) -> None:
@@ -149,13 +192,31 @@ class ApiServer:
     def stop(self) -> None:
         self.process.stop()
 
+    def __enter__(self) -> ApiServer:
+        """Ready, or stopped and the error raised: `with ApiServer(...) as server:`."""
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 @pytest.fixture(scope="session")
-def api(api_db: ApiDatabase, signing_key: Path,
+def api(api_db: ApiDatabase, signing_key: Path, api_kubeconfig: Path,
+        operator_options: list[str],
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """The session's API, with the operator's keyring mounted (as in a cluster), so it can
+    hand Credentials to workloads."""
+    keyring = operator_options[operator_options.index("--keyring") + 1]
     server = ApiServer(api_db, signing_key, tmp_path_factory.mktemp("api") / "api.log",
                        ["--trusted-proxy", "127.0.0.1/32", "--platform-admin",
-                        "root@acme.example"])
+                        "root@acme.example", "--platform-admin-group", "oidc:platform-team",
+                        "--keyring", keyring],
+                       kubeconfig=api_kubeconfig)
     try:
         server.wait_ready()
         yield server
@@ -173,3 +234,47 @@ def client(api: ApiServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api.url, timeout=30,
                       headers={"X-Forwarded-For": next(_addresses)}) as http:
         yield http
+
+
+# -- Tenants (the API reads only their members) --------------------------------------------------
+
+TenantMaker = Callable[..., str]
+
+
+@pytest.fixture
+def tenant(admin_api: kube_client.ApiClient, crds: None) -> Iterator[TenantMaker]:
+    """Create a Tenant with the given members (`{"alice@x": "owner"}`); `set_members` later."""
+    custom = kube_client.CustomObjectsApi(admin_api)
+    created: list[str] = []
+
+    def make(members: dict[str, str], groups: dict[str, str] | None = None) -> str:
+        name = f"api-{uuid.uuid4().hex[:8]}"
+        custom.create_cluster_custom_object(GROUP, VERSION, "tenants", {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name},
+            "spec": {"members": _members(members, groups),
+                     "namespaces": [{"name": f"{name}-ns"}]}})
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        with contextlib.suppress(kube_client.ApiException):
+            custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", name,
+                                               {"spec": {"deletionPolicy": "Delete"}})
+            custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+
+
+KEEPER = "keeper@acme.example"
+"""An owner nobody signs in as: a Tenant needs an owner (the CRD's rule)."""
+
+
+def _members(users: dict[str, str], groups: dict[str, str] | None) -> list[dict[str, str]]:
+    users = {KEEPER: "owner", **users}
+    return ([{"kind": "User", "name": user, "role": role} for user, role in users.items()]
+            + [{"kind": "Group", "name": group, "role": role}
+               for group, role in (groups or {}).items()])
+
+
+def set_members(admin_api: kube_client.ApiClient, name: str, users: dict[str, str]) -> None:
+    kube_client.CustomObjectsApi(admin_api).patch_cluster_custom_object(
+        GROUP, VERSION, "tenants", name, {"spec": {"members": _members(users, None)}})

@@ -56,14 +56,14 @@ def test_login_returns_a_pair_that_opens_me(client: httpx.Client, api_db: ApiDat
     assert body["refresh_token"].startswith("tntr_")
     response = me(client, body["access_token"])
     assert response.status_code == 200
-    assert response.json() == {"user": user, "platformAdmin": False}
+    assert response.json() == {"user": user, "tenants": [], "platformAdmin": False}
 
 
 def test_platform_admin_comes_from_configuration(client: httpx.Client,
                                                  api_db: ApiDatabase) -> None:
     api_db.add_user("root@acme.example")
     assert me(client, tokens(client, "root@acme.example")["access_token"]).json() == {
-        "user": "root@acme.example", "platformAdmin": True}
+        "user": "root@acme.example", "tenants": [], "platformAdmin": True}
 
 
 def test_unknown_user_and_wrong_password_get_the_same_answer(client: httpx.Client,
@@ -231,11 +231,11 @@ def test_jwks_publishes_the_key_that_signs(client: httpx.Client, api_db: ApiData
 # -- replicas ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def replica(api_db: ApiDatabase, signing_key: Path,
+def replica(api_db: ApiDatabase, signing_key: Path, api_kubeconfig: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A second replica on the same database and key, trusting the same proxy."""
     server = ApiServer(api_db, signing_key, tmp_path_factory.mktemp("replica") / "api.log",
-                       ["--trusted-proxy", "127.0.0.1/32"])
+                       ["--trusted-proxy", "127.0.0.1/32"], kubeconfig=api_kubeconfig)
     try:
         server.wait_ready()
         yield server
@@ -282,8 +282,9 @@ def test_login_rate_limit_answers_429_with_retry_after(client: httpx.Client,
 
 
 def test_forwarded_for_from_an_untrusted_peer_cannot_dodge_the_limit(
-        api_db: ApiDatabase, signing_key: Path, tmp_path: Path) -> None:
-    server = ApiServer(api_db, signing_key, tmp_path / "api.log", ["--auth-rate-limit", "3/min"])
+        api_db: ApiDatabase, signing_key: Path, api_kubeconfig: Path, tmp_path: Path) -> None:
+    server = ApiServer(api_db, signing_key, tmp_path / "api.log", ["--auth-rate-limit", "3/min"],
+                       kubeconfig=api_kubeconfig)
     try:
         server.wait_ready()
         with httpx.Client(base_url=server.url) as http:

@@ -26,12 +26,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from kubernetes import client as kube_client
 
 from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
 from tests.conftest import REPO_ROOT
 from tests.e2e.api import oidc_provider
 from tests.e2e.api.conftest import PASSWORD, ApiDatabase, ApiServer, tenantry
 from tests.e2e.api.oidc_provider import OidcProvider, query, sign_in_at_provider, with_query
+from tests.helpers import GROUP, VERSION, eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -64,7 +66,8 @@ class GitHub:
 
 
 @pytest.fixture(scope="module")
-def idp_and_api(api_db: ApiDatabase, signing_key: Path, tmp_path_factory: pytest.TempPathFactory
+def idp_and_api(api_db: ApiDatabase, signing_key: Path, api_kubeconfig: Path,
+                tmp_path_factory: pytest.TempPathFactory
                 ) -> Iterator[tuple[OidcProvider, ApiServer, GitHub]]:
     state = tmp_path_factory.mktemp("oidc")
     home = oidc_provider.install()
@@ -75,7 +78,8 @@ def idp_and_api(api_db: ApiDatabase, signing_key: Path, tmp_path_factory: pytest
                 "redirect_uris": [f"{api_url}/v1/auth/oidc/{name}/callback"],
                 "grant_types": ["authorization_code"], "response_types": ["code"],
                 "token_endpoint_auth_method": "client_secret_basic"}
-               for name, client_id in (("local", "tenantry"), ("local-sub", "tenantry-sub"))]
+               for name, client_id in (("local", "tenantry"), ("local-sub", "tenantry-sub"),
+                                       ("local-groups", "tenantry-groups"))]
     idp = OidcProvider(home, clients, state)
     (state / "client-secret").write_text(SECRET + "\n")
     config = {"publicUrl": api_url, "providers": [
@@ -83,13 +87,17 @@ def idp_and_api(api_db: ApiDatabase, signing_key: Path, tmp_path_factory: pytest
          "clientSecretFile": "client-secret", "scopes": ["openid", "email"]},
         {"name": "local-sub", "issuer": idp.issuer, "clientId": "tenantry-sub",
          "clientSecretFile": "client-secret", "scopes": ["openid", "email"], "users": "sub"},
+        {"name": "local-groups", "issuer": idp.issuer, "clientId": "tenantry-groups",
+         "clientSecretFile": "client-secret", "scopes": ["openid", "email", "groups"],
+         "groupsPrefix": "oidc:"},
         {"name": "github", "preset": "github", "baseUrl": github.url,
          "apiUrl": f"{github.url}/api/v3", "clientId": "Iv1.tenantry",
          "clientSecretFile": "client-secret"}]}
     (state / "oauth.yaml").write_text(yaml.safe_dump(config))
     api = ApiServer(api_db, signing_key, state / "api.log",
                     ["--trusted-proxy", "127.0.0.1/32", "--oauth-config",
-                     str(state / "oauth.yaml")], port=api_port)
+                     str(state / "oauth.yaml"), "--platform-admin-group", "oidc:platform-team"],
+                    port=api_port, kubeconfig=api_kubeconfig)
     try:
         api.wait_ready()
         yield idp, api, github
@@ -168,7 +176,8 @@ def test_sign_in_issues_the_same_tokens_as_password_login(browser: httpx.Client,
     body = response.json()
     assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in"}
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
-    assert me(browser, body["access_token"]).json() == {"user": user, "platformAdmin": False}
+    assert me(browser, body["access_token"]).json() == {"user": user, "tenants": [],
+                                                        "platformAdmin": False}
     refreshed = browser.post("/v1/auth/refresh", json={"refresh_token": body["refresh_token"]})
     assert refreshed.status_code == 200
     assert me(browser, refreshed.json()["access_token"]).status_code == 200
@@ -444,3 +453,43 @@ def test_api_run_refuses_a_config_allowing_alg_none(api_db: ApiDatabase, signing
     assert result.returncode == 2, result.stderr
     assert "providers[0].algorithms: 'none' refused" in result.stderr
     assert SECRET not in result.stderr
+
+
+# -- groups ----------------------------------------------------------------------------------------
+
+def test_groups_claim_gives_tenant_roles_and_platform_admin(
+        browser: httpx.Client, oidc_api: ApiServer, admin_api: kube_client.ApiClient,
+        crds: None) -> None:
+    """A Tenant member of kind Group matches the provider's groups (with its prefix); the same
+    user signed in without the groups scope holds nothing."""
+    tenant_name = f"oidc-{uuid.uuid4().hex[:8]}"
+    custom = kube_client.CustomObjectsApi(admin_api)
+    custom.create_cluster_custom_object(GROUP, VERSION, "tenants", {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": tenant_name},
+        "spec": {"namespaces": [{"name": f"{tenant_name}-ns"}], "members": [
+            {"kind": "User", "name": "keeper@acme.example", "role": "owner"},
+            {"kind": "Group", "name": "oidc:acme-devs", "role": "admin"},
+            {"kind": "Group", "name": "acme-devs", "role": "viewer"}]}})
+    try:
+        user = email()
+        grouped = sign_in(browser, oidc_api, f"groups=acme-devs,platform-team:{user}",
+                          "local-groups")
+        assert grouped.status_code == 200, grouped.text
+        access = grouped.json()["access_token"]
+
+        def roles() -> dict[str, object] | None:
+            body = me(browser, access).json()
+            return body if {"name": tenant_name, "role": "admin"} in body["tenants"] else None
+
+        body = eventually(roles, timeout=20, what="the group's role through the API")
+        assert body["platformAdmin"] is True
+        # The prefix is the provider's: the unprefixed group (another source's) does not match.
+        assert {"name": tenant_name, "role": "viewer"} not in body["tenants"]
+        with new_browser(oidc_api) as other:
+            plain = sign_in(other, oidc_api, user, "local")
+            assert plain.status_code == 200, plain.text
+            alone = me(other, plain.json()["access_token"]).json()
+            assert alone["platformAdmin"] is False
+            assert tenant_name not in {t["name"] for t in alone["tenants"]}
+    finally:
+        custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", tenant_name)

@@ -117,7 +117,7 @@ def test_api_refuses_to_start_on_an_unmigrated_database(
     dsn_file = tmp_path / "dsn"
     dsn_file.write_text(app_dsn)
     result = tenantry("api", "run", "--dsn-file", str(dsn_file), "--signing-key-file",
-                      str(signing_key), "--listen", "127.0.0.1:0")
+                      str(signing_key), "--listen", "127.0.0.1:0", "--no-ledger")
     assert result.returncode == 2
     assert "tenantry db migrate" in result.stderr
     password = app_dsn.split(":")[2].split("@")[0]
@@ -217,6 +217,7 @@ async def test_purge_drops_only_rows_that_no_longer_matter(api_db: ApiDatabase) 
 
 
 def test_api_serves_tls_itself_with_tls_cert_and_key(api_db: ApiDatabase, signing_key: Path,
+                                                     api_kubeconfig: Path,
                                                      tmp_path: Path) -> None:
     ca = pki.make_ca("api-test-ca")
     serving = pki.make_serving_cert(ca, "tenantry-api", ["127.0.0.1"])
@@ -225,7 +226,7 @@ def test_api_serves_tls_itself_with_tls_cert_and_key(api_db: ApiDatabase, signin
     (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
     server = ApiServer(api_db, signing_key, tmp_path / "api.log",
                        ["--tls-cert", str(tmp_path / "tls.crt"),
-                        "--tls-key", str(tmp_path / "tls.key")])
+                        "--tls-key", str(tmp_path / "tls.key")], kubeconfig=api_kubeconfig)
     url = server.url.replace("http://", "https://")
     try:
         context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
@@ -242,3 +243,11 @@ def test_tls_cert_without_key_is_refused(api_db: ApiDatabase, signing_key: Path)
                       "--signing-key-file", str(signing_key), "--tls-cert", "x.crt")
     assert result.returncode == 2
     assert "--tls-cert and --tls-key go together" in result.stderr
+
+
+def test_api_refuses_to_start_without_an_audit_ledger_unless_told(
+        api_db: ApiDatabase, signing_key: Path) -> None:
+    result = tenantry("api", "run", "--dsn-file", str(api_db.app_dsn_file), "--signing-key-file",
+                      str(signing_key), "--listen", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert "the audit ledger is required" in result.stderr and "--no-ledger" in result.stderr

@@ -89,7 +89,14 @@ def test_the_operators_secret_binding_is_never_withheld_and_goes_with_the_fences
     """It gives no person anything: a failed fence must not stop Credentials, nor count it."""
     wanted = desired.desired_objects(TENANT, UID, acme)
     own = [o for o in wanted if rbac.is_operator_access(o)]
-    assert [o["metadata"]["namespace"] for o in own] == ["acme-prod", "acme-staging"]
+    assert [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in own] == [
+        ("acme-prod", rbac.OPERATOR_SECRETS), ("acme-prod", rbac.API_SECRETS),
+        ("acme-staging", rbac.OPERATOR_SECRETS), ("acme-staging", rbac.API_SECRETS)]
+    # The API's binding gives the API's ServiceAccount a read-only role, nothing of the
+    # operator's.
+    api = [o for o in own if o["metadata"]["name"] == rbac.API_SECRETS]
+    assert {o["roleRef"]["name"] for o in api} == {rbac.API_SECRETS}
+    assert {s["name"] for o in api for s in o["subjects"]} == {rbac.API_SERVICE_ACCOUNT}
     assert not any(desired.is_access(o) for o in own)
     kept = desired.withhold_access(wanted, {"acme-prod", "acme-staging"})
     assert [o for o in kept if o["kind"] == "RoleBinding"] == own

@@ -38,8 +38,10 @@ def test_the_sample_tenant_in_apply_order(acme: TenantSpec) -> None:
                      "NetworkPolicy {ns}/tenantry-allow-egress",
                      "ResourceQuota {ns}/tenantry-quota",
                      "LimitRange {ns}/tenantry-limits",
-                     # The operator's own Secret access goes with the fences, before any person's.
-                     "RoleBinding {ns}/tenantry-operator-secrets"]
+                     # The operator's own Secret access goes with the fences, before any person's,
+                     # and so does the API's (read-only, for credential exchanges).
+                     "RoleBinding {ns}/tenantry-operator-secrets",
+                     "RoleBinding {ns}/tenantry-api-secrets"]
     bindings = ["RoleBinding {ns}/tenantry:owner", "RoleBinding {ns}/tenantry:admin",
                 "RoleBinding {ns}/tenantry:member", "RoleBinding {ns}/tenantry:viewer"]
     spaces = ["acme-prod", "acme-staging"]
@@ -67,7 +69,8 @@ def test_every_object_looks_valid_and_is_labelled(
         labels = obj["metadata"]["labels"]
         # The operator's own binding names the tenant under a label of its own: it is not access
         # of the tenant's, and nothing that counts the tenant's bindings may count it.
-        key = (rbac.OPERATOR_ACCESS_LABEL if obj["metadata"]["name"] == rbac.OPERATOR_SECRETS
+        key = (rbac.OPERATOR_ACCESS_LABEL
+               if obj["metadata"]["name"] in (rbac.OPERATOR_SECRETS, rbac.API_SECRETS)
                else common.TENANT_LABEL)
         assert labels[key] == TENANT
         assert labels[common.MANAGED_BY_LABEL] == "tenantry"
@@ -202,6 +205,7 @@ def test_removed_namespace_with_retain_is_emptied_and_released(
         "NetworkPolicy acme-staging/tenantry-default-deny",
         "LimitRange acme-staging/tenantry-limits",
         "ResourceQuota acme-staging/tenantry-quota",
+        "RoleBinding acme-staging/tenantry-api-secrets",
         "RoleBinding acme-staging/tenantry-operator-secrets",
     ]
 

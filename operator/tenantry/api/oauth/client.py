@@ -169,7 +169,8 @@ class OidcClient(CodeFlowClient):
             raise IdpError("token response has no id_token")
         expected = id_token.Expected(
             issuers=self.provider.issuers, client_id=self.provider.client_id, nonce=nonce,
-            algorithms=self.provider.algorithms)
+            algorithms=self.provider.algorithms, groups_claim=self.provider.groups_claim,
+            groups_prefix=self.provider.groups_prefix)
         header = id_token.read_header(raw, expected.algorithms)
         try:
             key = await self.jwks.key(header.kid, header.alg)

@@ -55,6 +55,10 @@ class Expected:
     nonce: str
     algorithms: tuple[str, ...]
     leeway: int = 30
+    groups_claim: str = "groups"
+    """The claim listing the user's groups (a list of strings); absent: no groups."""
+    groups_prefix: str = ""
+    """Put before each group, as the apiserver's --oidc-groups-prefix does."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +67,8 @@ class Identity:
     subject: str
     email: str | None
     email_verified: bool
+    groups: tuple[str, ...] = ()
+    """The provider's groups for this user, prefixed (`Expected.groups_prefix`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +154,24 @@ def check_claims(claims: Mapping[str, Any], expected: Expected, now: int) -> Ide
     email = claims.get("email")
     return Identity(issuer=issuer, subject=subject,
                     email=email if isinstance(email, str) and email else None,
-                    email_verified=claims.get("email_verified") is True)
+                    email_verified=claims.get("email_verified") is True,
+                    groups=groups_of(claims.get(expected.groups_claim), expected.groups_prefix))
+
+
+MAX_GROUPS = 256
+MAX_GROUP_LENGTH = 253
+
+
+def groups_of(value: object, prefix: str) -> tuple[str, ...]:
+    """The groups claim as prefixed names: a list of non-empty strings, at most `MAX_GROUPS`
+    of at most `MAX_GROUP_LENGTH` characters; a claim of any other shape is refused (a provider
+    that sends a string where a list belongs is misconfigured, not "no groups")."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_GROUPS or not all(
+            isinstance(group, str) and 0 < len(group) <= MAX_GROUP_LENGTH for group in value):
+        raise IdTokenInvalid(f"groups claim: a list of at most {MAX_GROUPS} group names")
+    return tuple(sorted({prefix + group for group in value}))
 
 
 def verify(token: str, key: Key, expected: Expected, now: int) -> Identity:

@@ -20,6 +20,8 @@ a file holding them (a mounted Secret):
         scopes: [openid, email, profile]           # default
         users: email                               # or: sub (see `linking`)
         algorithms: [RS256, ES256]                 # ID token algorithms accepted (allow-list)
+        groupsClaim: groups                        # default; Tenant members of kind Group match
+        groupsPrefix: "oidc:"                      # as the apiserver's --oidc-groups-prefix
       - name: github
         preset: github                             # OAuth 2 + the user and emails API
         baseUrl: https://github.example            # GitHub Enterprise (default github.com)
@@ -88,6 +90,8 @@ class Provider:
     """`oidc` (discovery, ID token) or `github` (OAuth 2 and GitHub's REST API)."""
     api_url: str = ""
     """GitHub's REST API base (`kind` github only); `issuer` is then GitHub's web base URL."""
+    groups_claim: str = "groups"
+    groups_prefix: str = ""
 
     @property
     def issuers(self) -> tuple[str, ...]:
@@ -156,8 +160,9 @@ def _read_secret(path: object, field: str, base: Path) -> str:
 
 
 _FIELDS = {"name", "preset", "issuer", "clientId", "clientSecretFile", "scopes", "users",
-           "algorithms", "baseUrl", "apiUrl"}
+           "algorithms", "baseUrl", "apiUrl", "groupsClaim", "groupsPrefix"}
 _GITHUB_ONLY = ("baseUrl", "apiUrl")
+_CLAIM_NAME = re.compile(r"^[A-Za-z0-9_:.\-/]{1,128}$")
 
 
 def parse_provider(entry: object, index: int, base: Path) -> Provider:
@@ -202,12 +207,19 @@ def parse_provider(entry: object, index: int, base: Path) -> Provider:
     algorithms = check_algorithms(
         entry.get("algorithms", list(preset.get("algorithms", DEFAULT_ALGORITHMS))),
         f"{where}.algorithms")
+    groups_claim = entry.get("groupsClaim", "groups")
+    if not isinstance(groups_claim, str) or not _CLAIM_NAME.match(groups_claim):
+        raise ConfigError(f"{where}.groupsClaim: a claim name (letters, digits, _ - : .)")
+    groups_prefix = entry.get("groupsPrefix", "")
+    if not isinstance(groups_prefix, str) or len(groups_prefix) > 64:
+        raise ConfigError(f"{where}.groupsPrefix: a string of at most 64 characters")
     return Provider(
         name=name, issuer=issuer, client_id=client_id,
         client_secret=_read_secret(entry.get("clientSecretFile"), f"{where}.clientSecretFile",
                                    base),
         scopes=scopes, users=users, algorithms=algorithms,
-        accepted_issuers=tuple(preset.get("accepted_issuers", ())), kind=kind, api_url=api_url)
+        accepted_issuers=tuple(preset.get("accepted_issuers", ())), kind=kind, api_url=api_url,
+        groups_claim=groups_claim, groups_prefix=groups_prefix)
 
 
 def parse(document: object, base: Path) -> Config:

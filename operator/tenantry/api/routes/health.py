@@ -1,4 +1,5 @@
-"""Probes: `/healthz` (the process serves), `/readyz` (and its database schema is current)."""
+"""Probes: `/healthz` (the process serves), `/readyz` (its database schema is current and the
+first list of Tenants is in, so no role is ever decided on an empty directory)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "database unreachable or not migrated"}})
+@router.get("/readyz", responses={503: {"description": "database unreachable or not migrated, "
+                                                       "or Tenants not listed yet"}})
 async def readyz(svc: deps.CurrentServices) -> JSONResponse:
-    """Readiness: PostgreSQL answers and the API's schema is at this version."""
+    """Readiness: PostgreSQL answers, the API's schema is at this version, Tenants are known."""
+    if svc.tenants is not None and not svc.tenants.synced:
+        return JSONResponse({"status": "unavailable", "reason": "tenants not listed yet"},
+                            status_code=503)
+    if svc.credentials is not None and not svc.credentials.synced:
+        return JSONResponse({"status": "unavailable", "reason": "credentials not listed yet"},
+                            status_code=503)
     try:
         async with svc.pool.acquire() as conn:
             await store.require_schema(conn)

@@ -33,10 +33,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
-from tenantry.api import deps, store
+from tenantry.api import audit, deps, metrics, store
 from tenantry.api.oauth import client as oauth_client
 from tenantry.api.oauth import id_token, linking
-from tenantry.api.routes.auth import RateLimited, TokenPair, token_pair
+from tenantry.api.routes.auth import RateLimited, TokenPair, session_event, token_pair
 from tenantry.api.tokens import rfc9700
 
 router = APIRouter(prefix="/v1/auth/oidc", tags=["auth"])
@@ -112,6 +112,20 @@ async def callback(provider: ProviderName, request: Request, response: Response,
                    error: Annotated[str | None, Query(max_length=256)] = None,
                    iss: Annotated[str | None, Query(max_length=2048)] = None) -> TokenPair:
     """The provider's redirect back: redeem the code, sign in, answer a token pair."""
+    try:
+        return await _sign_in(provider, request, response, svc, state, code, error, iss)
+    except HTTPException as refused:
+        if refused.status_code in (400, 401, 403):
+            metrics.LOGINS.labels("oidc", "failed").inc()
+            await svc.ledger.record(session_event(
+                request, actor="anonymous", action=audit.LOGIN_FAILED, session=None,
+                method=f"oidc:{provider}", changes={"reason": str(refused.detail)}))
+        raise
+
+
+async def _sign_in(provider: str, request: Request, response: Response,
+                   svc: deps.Services, state: str | None, code: str | None,
+                   error: str | None, iss: str | None) -> TokenPair:
     client = _client(svc, provider)
     if not state:
         raise _refused(400, "missing state", provider, "no state", request)
@@ -156,7 +170,14 @@ async def callback(provider: ProviderName, request: Request, response: Response,
     if user.disabled:
         raise _refused(403, "account disabled", provider, "user disabled", request)
     refresh = rfc9700.new_token()
-    session = await store.start_family(svc.pool, user.id, rfc9700.token_hash(refresh))
-    log.info("login (oidc %s): user %s, session %s, client %s (request %s)", provider,
-             user.username, session, deps.client_address(request), deps.request_id(request))
-    return token_pair(svc, user, str(session), refresh)
+    session = await store.start_family(svc.pool, user.id, rfc9700.token_hash(refresh),
+                                       groups=identity.groups)
+    log.info("login (oidc %s): user %s, session %s, %d group(s), client %s (request %s)",
+             provider, user.username, session, len(identity.groups),
+             deps.client_address(request), deps.request_id(request))
+    metrics.LOGINS.labels("oidc", "succeeded").inc()
+    await svc.ledger.record(session_event(request, actor=user.username,
+                                          action=audit.LOGIN_SUCCEEDED, session=session,
+                                          method=f"oidc:{provider}",
+                                          changes={"groups": len(identity.groups)}))
+    return await token_pair(svc, user, session, refresh)

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,19 +56,27 @@ def thumbprint(public: ed25519.Ed25519PublicKey) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class KeySet:
-    """The key that signs now and every key that still verifies (the signing key included)."""
+    """The key that signs now and every key that still verifies (the signing key included).
+
+    The kid and the verification mapping are computed once (a thumbprint is a serialisation,
+    JSON and SHA-256: too much to redo on every request) and the mapping is read-only, so the
+    same key objects verify every token (`rfc9068.verify` relies on that for its cache)."""
 
     signing: ed25519.Ed25519PrivateKey
     previous: tuple[ed25519.Ed25519PublicKey, ...] = ()
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
         return thumbprint(self.signing.public_key())
 
-    def verification_keys(self) -> Mapping[str, ed25519.Ed25519PublicKey]:
+    @functools.cached_property
+    def _verification(self) -> Mapping[str, ed25519.Ed25519PublicKey]:
         keys = {thumbprint(k): k for k in self.previous}
         keys[self.kid] = self.signing.public_key()
-        return keys
+        return types.MappingProxyType(keys)
+
+    def verification_keys(self) -> Mapping[str, ed25519.Ed25519PublicKey]:
+        return self._verification
 
     def jwks(self) -> dict[str, Any]:
         """The public JWK Set: current key first, then the previous ones."""

@@ -3,8 +3,9 @@
 Apply order is chosen so that access never precedes isolation: namespaces first, then in every
 namespace its NetworkPolicies (default-deny first), ResourceQuota and LimitRange, and only then,
 once every namespace is fenced, the RoleBindings that let people in. The operator's own Secret
-binding in each namespace (`rbac.operator_secrets_binding`) goes with the fences: it lets no
-person in, and Credentials need it as soon as the namespace exists. Order alone is not enough:
+binding in each namespace (`rbac.operator_secrets_binding`, and the API's read-only
+`api_secrets_binding`) goes with the fences: it lets no person in, and Credentials need it as
+soon as the namespace exists. Order alone is not enough:
 when a fence of a namespace fails to apply, its RoleBindings are withheld (`unfenced`,
 `withhold_access`), and removed when the fence is missing altogether (`fence_in_place`). Removal
 runs the other way: access goes first, the fences last.
@@ -70,6 +71,8 @@ def desired_objects(tenant_name: str, tenant_uid: str, spec: tenant.TenantSpec, 
         objects.append(quota.limit_range(tenant_name, tenant_uid, name, spec.limits))
         objects.append(rbac.operator_secrets_binding(tenant_name, tenant_uid, name,
                                                      operator_namespace))
+        objects.append(rbac.api_secrets_binding(tenant_name, tenant_uid, name,
+                                                operator_namespace))
     for name in names:
         objects.extend(rbac.role_bindings(tenant_name, tenant_uid, name, spec.members))
     objects.append(rbac.tenant_view_role(tenant_name, tenant_uid))
@@ -149,7 +152,7 @@ _OPERATOR_ACCESS_RANK = 6
 
 def _delete_key(ref: meta.ObjectRef) -> tuple[int, bool, meta.ObjectRef]:
     # Within NetworkPolicies the default-deny goes last, after every allow it was fencing.
-    if ref.kind == "RoleBinding" and ref.name == rbac.OPERATOR_SECRETS:
+    if ref.kind == "RoleBinding" and ref.name in (rbac.OPERATOR_SECRETS, rbac.API_SECRETS):
         return (_OPERATOR_ACCESS_RANK, False, ref)
     return (_DELETE_RANK.get(ref.kind, 3), ref.name == network.DEFAULT_DENY, ref)
 

@@ -280,6 +280,25 @@ def is_operator_access(obj: Mapping[str, Any]) -> bool:
     return obj.get("kind") == "RoleBinding" and OPERATOR_ACCESS_LABEL in labels
 
 
+API_SECRETS = "tenantry-api-secrets"
+"""The ClusterRole (manifests/api/rbac.yaml: get secrets) and its per-namespace RoleBinding: the
+API reads a Credential's ciphertext Secret to hand its value to an allowed workload, and reads
+no Secret outside tenant namespaces."""
+API_SERVICE_ACCOUNT = "tenantry-api"
+
+
+def api_secrets_binding(tenant_name: str, tenant_uid: str | None, namespace: str,
+                        operator_namespace: str) -> meta.Manifest:
+    """The RoleBinding that lets the API's ServiceAccount (in Tenantry's namespace) get Secrets
+    in tenant namespace `namespace`: the ciphertext it decrypts for credential exchanges."""
+    binding = operator_secrets_binding(tenant_name, tenant_uid, namespace, operator_namespace)
+    binding["metadata"]["name"] = API_SECRETS
+    binding["roleRef"]["name"] = API_SECRETS
+    binding["subjects"] = [{"kind": "ServiceAccount", "name": API_SERVICE_ACCOUNT,
+                            "namespace": operator_namespace}]
+    return binding
+
+
 def operator_secrets_binding(tenant_name: str, tenant_uid: str | None, namespace: str,
                              operator_namespace: str) -> meta.Manifest:
     """The RoleBinding that lets the operator's ServiceAccount (in `operator_namespace`) handle

@@ -13,6 +13,7 @@
 //   code_verifier;
 // - the account is the login name typed into the form: `alice@x` has the verified e-mail
 //   alice@x; `unverified:alice@x` has alice@x unverified; `noemail:id` has no e-mail;
+//   `groups=a,b:alice@x` is alice@x (verified) in groups a and b (the `groups` scope and claim);
 // - the e-mail claims go into the ID token (conformIdTokenClaims: false), as Google's do;
 // - every request is logged on stdout (method and path only), so a test can count JWKS fetches.
 import crypto from 'node:crypto';
@@ -34,6 +35,9 @@ const signing = {
 function claimsOf(login) {
   const [kind, rest] = login.includes(':') ? login.split(/:(.*)/s, 2) : ['verified', login];
   if (kind === 'noemail') return { sub: login };
+  if (kind.startsWith('groups=')) {
+    return { sub: login, email: rest, email_verified: true, groups: kind.slice(7).split(',') };
+  }
   return { sub: login, email: rest, email_verified: kind !== 'unverified' };
 }
 
@@ -42,7 +46,7 @@ const provider = new Provider(issuer, {
   jwks: { keys: [signing] },
   pkce: { required: () => true },
   conformIdTokenClaims: false,
-  claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], groups: ['groups'] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   features: { devInteractions: { enabled: true } },
   findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => claimsOf(id) }),
