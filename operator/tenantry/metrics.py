@@ -192,6 +192,40 @@ class RotationCollector(prometheus_registry.Collector):
 REGISTRY.register(RotationCollector())
 
 
+_credentials: dict[str, tuple[str, str]] = {}
+"""Credential UID -> (Ready status, reason) as this replica last reconciled it."""
+
+
+def credential_state(uid: str, ready: bool | None, reason: str = "") -> None:
+    """Record a Credential's Ready condition (None: it is gone)."""
+    if ready is None:
+        _credentials.pop(uid, None)
+    else:
+        _credentials[uid] = ("True" if ready else "False", reason)
+
+
+class CredentialCollector(prometheus_registry.Collector):
+    """Credentials by their Ready condition and reason, at scrape time."""
+
+    def collect(self) -> Iterator[prometheus_core.Metric]:
+        family = prometheus_core.GaugeMetricFamily(
+            "tenantry_credentials", "Credentials this replica reconciled, by Ready status and "
+            "reason (Encrypted, TamperDetected, KeyringUnavailable, ...).",
+            labels=["ready", "reason"])
+        counts: dict[tuple[str, str], int] = {}
+        for state in _credentials.values():
+            counts[state] = counts.get(state, 0) + 1
+        for (ready, reason), count in sorted(counts.items()):
+            family.add_metric([ready, reason], count)
+        yield family
+
+    def describe(self) -> Iterator[prometheus_core.Metric]:
+        return iter(())
+
+
+REGISTRY.register(CredentialCollector())
+
+
 def exposition(registry: prometheus_registry.CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
     """The body and Content-Type of a `/metrics` answer (the Prometheus text format)."""
     return prometheus_client.generate_latest(registry), prometheus_client.CONTENT_TYPE_LATEST

@@ -45,6 +45,8 @@ def test_the_operator_serves_its_metrics_in_prometheus_conventions(
     assert types["tenantry_ledger_spool_entries"] == "gauge"
     assert types["tenantry_ledger_spool_oldest_entry_age_seconds"] == "gauge"
     assert types["tenantry_ledger_flush_errors"] == "counter"
+    assert types["tenantry_credentials"] == "gauge"
+    assert types["tenantry_rotation_in_progress_seconds"] == "gauge"
     assert value(samples, "tenantry_operator_leader") == 1.0
     assert types["process_resident_memory_bytes"] == "gauge"
     # The liveness probe shares the port and still answers.

@@ -87,3 +87,22 @@ def test_the_exposition_parses_and_names_follow_the_conventions() -> None:
             assert all(s.name.endswith(("_total", "_created")) for s in family.samples), name
         if family.type == "histogram":
             assert name.endswith("_seconds"), name
+
+
+def test_credentials_are_counted_by_ready_and_reason_and_leave_when_deleted() -> None:
+    from tenantry import metrics
+
+    metrics.credential_state("uid-a", True, "Encrypted")
+    metrics.credential_state("uid-b", False, "TamperDetected")
+    metrics.credential_state("uid-c", False, "TamperDetected")
+    metrics.credential_state("uid-c", None)
+
+    def counts() -> dict[tuple[str, str], float]:
+        (family,) = metrics.CredentialCollector().collect()
+        return {(s.labels["ready"], s.labels["reason"]): s.value for s in family.samples}
+
+    found = counts()
+    assert found[("True", "Encrypted")] >= 1 and found[("False", "TamperDetected")] == 1
+    metrics.credential_state("uid-a", None)
+    metrics.credential_state("uid-b", None)
+    assert ("False", "TamperDetected") not in counts()

@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from tenantry import logs
 from tenantry.api import clientip
 
 Scope = MutableMapping[str, Any]
@@ -121,6 +122,9 @@ class Hardening:
                                     self.trusted_proxies)
         state = scope.setdefault("state", {})
         state["request_id"], state["client_ip"] = rid, client
+        # Every log record of this request carries its id (the same id as its ledger entries
+        # and the X-Request-ID answer), whatever logger writes it.
+        logs.bind(request_id=rid)
         status = {"code": 0, "started": False}
         extra = [*SECURITY_HEADERS, (b"x-request-id", rid.encode())]
 

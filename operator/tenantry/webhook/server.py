@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tenantry import logs
 from tenantry.webhook import clientauth, metrics, review
 from tenantry.webhook.routes import WebhookRoute
 
@@ -56,6 +57,9 @@ def endpoint(route: WebhookRoute, clients: clientauth.ClientPolicy,
             logger.warning("%s: malformed AdmissionReview from %s: %s", route.path,
                            request.remote, error)
             return web.json_response(review.bad_request(str(error)), status=400)
+        # The review's uid: the apiserver's audit log, this log and the ledger entry (its
+        # request_id) name the same request.
+        logs.bind(request_id=admission.uid or None)
         outcome = "error"
         try:
             verdict = await route.handler(admission)

@@ -11,6 +11,7 @@ outside its tenant, a key above its creator's role, a query without a tenant.
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -385,3 +386,19 @@ def test_refresh_reuse_is_a_ledger_event(client: httpx.Client, api_db: ApiDataba
     eventually(lambda: any(row["actor"] == user["username"]
                            for row in api_db.ledger_entries("auth.refresh.reuse-detected")),
                timeout=30, what="the reuse in the ledger")
+
+
+def test_one_request_id_in_the_answer_the_log_and_the_ledger(
+        client: httpx.Client, api_db: ApiDatabase, api: ApiServer) -> None:
+    username = api_db.add_user()
+    rid = f"corr-{uuid.uuid4().hex}"
+    response = client.post("/v1/auth/login", json={"username": username, "password": PASSWORD},
+                           headers={"X-Request-ID": rid})
+    assert response.status_code == 200 and response.headers["X-Request-ID"] == rid
+    rows = eventually(lambda: api_db.fetch(
+        "SELECT action FROM ledger.audit_log WHERE request_id = $1", rid) or None,
+        timeout=30, what="the login's ledger entry")
+    assert [row["action"] for row in rows] == ["auth.login.succeeded"]
+    lines = [json.loads(line) for line in api.log().splitlines() if rid in line]
+    assert lines and all(line["request_id"] == rid for line in lines)
+    assert {line["component"] for line in lines} == {"api"}

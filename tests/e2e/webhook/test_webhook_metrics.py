@@ -3,15 +3,17 @@ happened (a refused pod raises its rule's violation counter), and no names in la
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import Ledger
 from tests.e2e.webhook.conftest import RawApi
 from tests.e2e.webhook.test_webhook import ROOT_FS, hardened, writable_root
 from tests.e2e.webhook.webhook_helpers import WebhookProcess, deployment
-from tests.helpers import unique
+from tests.helpers import eventually, unique
 from tests.unit.admission.admission_helpers import hardened_pod
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -55,3 +57,19 @@ def test_a_refused_pod_moves_the_review_decision_and_rule_counters(
     # Bounded labels: no namespace, tenant or object name.
     for name_seen in (acme, name):
         assert name_seen not in text
+
+
+def test_the_review_uid_names_the_request_in_the_webhook_log_and_the_ledger(
+        raw_api: RawApi, acme: str, ledger: Ledger, webhook: WebhookProcess) -> None:
+    name = unique("corr")
+    refused = raw_api.create(deployment(writable_root(hardened_pod()), acme, name),
+                             dry_run=False)
+    assert refused.status == 403, refused
+    entry = eventually(lambda: next((e for e in ledger.entries("wh-acme")
+                                     if e["action"] == "admission.deny"
+                                     and e["resource_name"] == name), None),
+                       what="the refusal's ledger entry")
+    uid = entry["request_id"]
+    assert uid
+    lines = [json.loads(line) for line in webhook.log().splitlines() if uid in line]
+    assert lines and all(line.get("request_id") == uid for line in lines)

@@ -145,6 +145,8 @@ async def _reconcile(memo: kopf.Memo, body: Mapping[str, Any]) -> reconcile.Outc
     logs.bind_reconcile(credential_model.KIND, str(body["metadata"]["name"]),
                         str(body["metadata"]["namespace"]))
     outcome = await reconcile.reconcile(memo.api, state.keys, body, state.snapshots.get(uid))
+    metrics.credential_state(uid, outcome.problem is None,
+                             str(outcome.problem.reason) if outcome.problem else "Encrypted")
     if outcome.snapshot is not None:
         state.snapshots[uid] = outcome.snapshot
     if outcome.written_version is not None:
@@ -192,6 +194,12 @@ async def reconcile_credential(body: kopf.Body, meta: kopf.Meta, status: kopf.St
     await _report(memo, body, outcome, status)
     if outcome.retry:
         raise kopf.TemporaryError(_retry_message(outcome), delay=_retry_delay(retry))
+
+
+@kopf.on.delete(*CREDENTIALS, optional=True)
+async def forget_credential(meta: kopf.Meta, **_: Any) -> None:
+    """A deleted Credential leaves the metrics (no finalizer: nothing to clean up)."""
+    metrics.credential_state(str(meta.get("uid")), None)
 
 
 @kopf.timer(*CREDENTIALS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=10)
