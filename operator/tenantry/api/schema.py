@@ -36,6 +36,9 @@ What is stored, and why it is safe to store:
   did. A tenant table behind row-level security like `api_keys`; rows older than a day are
   dropped (`api.purge_hook_deliveries`, the one cross-tenant statement): by then any replay is
   refused by its timestamp anyway.
+- `oauth_states.cli_*`, `cli_codes` (v6): a sign-in started by `tenantry login --oidc`: the
+  command's loopback redirect and its PKCE challenge; after the provider's redirect, a one-time
+  code (kept as its SHA-256, 60 seconds) that only the holder of the matching verifier redeems.
 - `participant_tokens` (v5): each participant token's jti, tenant, resource and role (never the
   token), so it can be revoked and each use checked; a tenant table behind row-level security,
   with `api.participant_token_tenant` as the one cross-tenant lookup (by jti).
@@ -257,6 +260,23 @@ $$;
 REVOKE ALL ON FUNCTION api.purge_participant_tokens() FROM PUBLIC;
 """
 
+_V6 = r"""
+ALTER TABLE api.oauth_states
+    ADD COLUMN cli_redirect text CHECK (cli_redirect ~ '^http://(127\.0\.0\.1|\[::1\]):[0-9]{1,5}/callback$'),
+    ADD COLUMN cli_challenge text CHECK (cli_challenge ~ '^[A-Za-z0-9_-]{43}$'),
+    ADD CONSTRAINT oauth_states_cli_both CHECK ((cli_redirect IS NULL) = (cli_challenge IS NULL));
+
+CREATE TABLE api.cli_codes (
+    code_hash       bytea PRIMARY KEY CHECK (length(code_hash) = 32),
+    user_id         uuid NOT NULL REFERENCES api.users (id),
+    groups          text[] NOT NULL DEFAULT '{}',
+    provider        text NOT NULL CHECK (length(provider) BETWEEN 1 AND 32),
+    challenge       text NOT NULL CHECK (challenge ~ '^[A-Za-z0-9_-]{43}$'),
+    expires_at      timestamptz NOT NULL
+);
+CREATE INDEX cli_codes_expiry ON api.cli_codes (expires_at);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api: users, refresh families and tokens, revoked jtis, throttle, rate "
                  "buckets, api keys", _V1),
@@ -266,6 +286,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "api: deliveries of the signed rotation hook (idempotency keys)", _V4),
     Migration(5, "api: participant tokens (one resource, one role) behind row-level security",
               _V5),
+    Migration(6, "api: external sign-in for the command line (loopback redirect, PKCE codes)",
+              _V6),
 )
 
 #: Exactly what the API's app role may do; `migrations` revokes everything else on every run.
@@ -283,6 +305,7 @@ APP_TABLE_GRANTS: tuple[tuple[str, str], ...] = (
     ("SELECT, INSERT, DELETE", "api.access_tokens"),
     ("SELECT, INSERT, UPDATE, DELETE", "api.hook_deliveries"),
     ("SELECT, INSERT, UPDATE", "api.participant_tokens"),
+    ("SELECT, INSERT, DELETE", "api.cli_codes"),
 )
 
 #: Functions the app role may call (everything else on the schema's functions is revoked).

@@ -305,11 +305,15 @@ async def issued_token(conn: Conn, jti: str) -> IssuedToken | None:
 # -- external sign-in (OIDC) ---------------------------------------------------------------------
 
 async def oauth_begin(conn: Conn, *, state_hash: bytes, provider: str, browser_hash: bytes,
-                      nonce: str, code_verifier: str, ttl: datetime.timedelta) -> None:
+                      nonce: str, code_verifier: str, ttl: datetime.timedelta,
+                      cli_redirect: str | None = None,
+                      cli_challenge: str | None = None) -> None:
     await conn.execute(
         "INSERT INTO api.oauth_states (state_hash, provider, browser_hash, nonce, "
-        "code_verifier, expires_at) VALUES ($1, $2, $3, $4, $5, clock_timestamp() + $6)",
-        state_hash, provider, browser_hash, nonce, code_verifier, ttl)
+        "code_verifier, expires_at, cli_redirect, cli_challenge) "
+        "VALUES ($1, $2, $3, $4, $5, clock_timestamp() + $6, $7, $8)",
+        state_hash, provider, browser_hash, nonce, code_verifier, ttl, cli_redirect,
+        cli_challenge)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +322,8 @@ class OAuthState:
     nonce: str
     code_verifier: str = dataclasses.field(repr=False)
     live: bool
+    cli_redirect: str | None = None
+    cli_challenge: str | None = None
 
 
 async def oauth_consume(conn: Conn, state_hash: bytes, provider: str) -> OAuthState | None:
@@ -325,12 +331,45 @@ async def oauth_consume(conn: Conn, state_hash: bytes, provider: str) -> OAuthSt
     a replayed state finds nothing. `live` is false when it expired."""
     row = await conn.fetchrow(
         "DELETE FROM api.oauth_states WHERE state_hash = $1 AND provider = $2 "
-        "RETURNING browser_hash, nonce, code_verifier, expires_at > clock_timestamp() AS live",
-        state_hash, provider)
+        "RETURNING browser_hash, nonce, code_verifier, expires_at > clock_timestamp() AS live, "
+        "cli_redirect, cli_challenge", state_hash, provider)
     if row is None:
         return None
     return OAuthState(browser_hash=row["browser_hash"], nonce=row["nonce"],
-                      code_verifier=row["code_verifier"], live=row["live"])
+                      code_verifier=row["code_verifier"], live=row["live"],
+                      cli_redirect=row["cli_redirect"], cli_challenge=row["cli_challenge"])
+
+
+async def cli_code_issue(conn: Conn, *, code_hash: bytes, user_id: uuid.UUID,
+                         groups: tuple[str, ...], provider: str, challenge: str,
+                         ttl: datetime.timedelta) -> None:
+    await conn.execute(
+        "INSERT INTO api.cli_codes (code_hash, user_id, groups, provider, challenge, "
+        "expires_at) VALUES ($1, $2, $3, $4, $5, clock_timestamp() + $6)",
+        code_hash, user_id, list(groups), provider, challenge, ttl)
+
+
+@dataclasses.dataclass(frozen=True)
+class CliCode:
+    user: User
+    groups: tuple[str, ...]
+    provider: str
+    challenge: str
+    live: bool
+
+
+async def cli_code_redeem(conn: Conn, code_hash: bytes) -> CliCode | None:
+    """Take a command-line sign-in code, once (deleted whatever happens next)."""
+    row = await conn.fetchrow(
+        "WITH taken AS (DELETE FROM api.cli_codes WHERE code_hash = $1 RETURNING *) "
+        "SELECT u.id, u.username, u.password_hash, u.disabled, t.groups, t.provider, "
+        "t.challenge, t.expires_at > clock_timestamp() AS live "
+        "FROM taken t JOIN api.users u ON u.id = t.user_id", code_hash)
+    user = _user(row)
+    if user is None:
+        return None
+    return CliCode(user=user, groups=tuple(row["groups"]), provider=row["provider"],
+                   challenge=row["challenge"], live=row["live"])
 
 
 class IdentityConflict(Exception):
@@ -487,6 +526,7 @@ async def purge_expired(conn: Conn) -> None:
     await conn.execute("DELETE FROM api.login_throttle WHERE last_failure_at < "
                        "clock_timestamp() - $1::interval", throttle.FORGET_AFTER)
     await conn.execute("DELETE FROM api.oauth_states WHERE expires_at < clock_timestamp()")
+    await conn.execute("DELETE FROM api.cli_codes WHERE expires_at < clock_timestamp()")
     await conn.execute(
         "DELETE FROM api.access_tokens WHERE expires_at < clock_timestamp() - interval '5 min'")
     await conn.execute("SELECT api.purge_participant_tokens()")

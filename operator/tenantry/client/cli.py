@@ -1,6 +1,7 @@
 """`tenantry login | logout | audit | api-keys`: the API from a terminal or a pipeline.
 
     tenantry login --username alice@acme.example < password-file   # or --password-file FILE
+    tenantry login --oidc corp                 # in a browser (loopback redirect)
     tenantry audit list acme --limit 20 --order desc
     tenantry audit verify acme                 # exit 1 when the chain is broken
     tenantry audit tail acme                   # follow new entries (polls every 2 s)
@@ -23,9 +24,8 @@ Ctrl-C or `--count N` entries.
 Exit codes: 0 done; 1 refused or failed a check (not signed in, 401/403/404/409 from the API,
 a broken audit chain); 2 usage, an unreachable API or any other error.
 
-OpenID Connect sign-in from the terminal (a browser and a loopback redirect) is not here yet:
-the API's callback answers the browser, not a local client; sign in with a password or use an
-API key.
+`tenantry login --oidc PROVIDER` signs in in a browser instead (`loopback`: the API redirects
+the browser back to this command with a one-time code, redeemed with a PKCE verifier).
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ import json
 import os
 import sys
 import time
+import webbrowser
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from tenantry.client import loopback
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 ENV_API_URL = "TENANTRY_API_URL"
@@ -130,11 +133,31 @@ def _password(args: argparse.Namespace) -> str:
     return line
 
 
+def _oidc_login(api: Any, args: argparse.Namespace) -> Any:
+    verifier, challenge = loopback.pkce_pair()
+    receiver = loopback.CodeReceiver()
+    try:
+        url = loopback.start_url(api.url, args.oidc, receiver.redirect_uri, challenge)
+        print(f"open this address in a browser to sign in with {args.oidc}:\n  {url}",
+              file=sys.stderr, flush=True)
+        if not args.no_browser:
+            webbrowser.open(url)
+        code = receiver.wait(args.timeout)
+    finally:
+        receiver.close()
+    if code is None:
+        raise UsageError(f"no sign-in within {args.timeout:g} s")
+    return api.login_with_code(code, verifier)
+
+
 def _login(api: Any, args: argparse.Namespace) -> int:
-    username = args.username or os.environ.get(ENV_USERNAME)
-    if not username:
-        raise UsageError(f"--username: required (or set {ENV_USERNAME})")
-    session = api.login(username, _password(args))
+    if args.oidc:
+        session = _oidc_login(api, args)
+    else:
+        username = args.username or os.environ.get(ENV_USERNAME)
+        if not username:
+            raise UsageError(f"--username: required (or set {ENV_USERNAME})")
+        session = api.login(username, _password(args))
     if args.output == "json":
         _print_json({"apiUrl": api.url, "user": session.user, "expiresAt": session.expires_at,
                      "tokenFile": str(api.token_file.path)})
@@ -331,6 +354,13 @@ def register(commands: Any) -> None:
                     "$XDG_CONFIG_HOME/tenantry (default ~/.config/tenantry).")
     login.add_argument("--username", help=f"login name (default: ${ENV_USERNAME})")
     login.add_argument("--password-file", metavar="FILE", help="file holding the password")
+    login.add_argument("--oidc", metavar="PROVIDER",
+                       help="sign in with this identity provider in a browser instead "
+                            "(a loopback redirect to this command, PKCE)")
+    login.add_argument("--no-browser", action="store_true",
+                       help="with --oidc: only print the address to open")
+    login.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="with --oidc: how long to wait for the browser (default: %(default)s)")
     login.set_defaults(func=_cmd(_login))
 
     logout = commands.add_parser(

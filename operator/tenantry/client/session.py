@@ -91,6 +91,19 @@ class Api:
         self.token_file.save(self.url, session)
         return session
 
+    def login_with_code(self, code: str, verifier: str) -> tokens.Session:
+        """Redeem a command-line sign-in code (`loopback`) for a session."""
+        response = self._send("POST", "/v1/auth/oidc/cli/token",
+                              json={"code": code, "code_verifier": verifier})
+        if response.status_code != 200:
+            raise Refused(response.status_code, detail_of(response))
+        answer = response.json()
+        me = self._send("GET", "/v1/me", headers=_bearer(answer["access_token"]))
+        user = me.json().get("user", "?") if me.status_code == 200 else "?"
+        session = tokens.Session.issued(str(user), answer)
+        self.token_file.save(self.url, session)
+        return session
+
     def logout(self) -> bool:
         """End the session at the API (best effort) and forget it here; False if there was
         none."""

@@ -15,9 +15,13 @@ tests/unit/api/test_oidc.py.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
+import os
 import secrets
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -493,3 +497,78 @@ def test_groups_claim_gives_tenant_roles_and_platform_admin(
             assert tenant_name not in {t["name"] for t in alone["tenants"]}
     finally:
         custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", tenant_name)
+
+
+# -- tenantry login --oidc (a browser, a loopback redirect to the command) ----------------------
+
+def test_the_command_line_signs_in_through_a_browser_and_a_loopback_redirect(
+        browser: httpx.Client, oidc_api: ApiServer, tmp_path: Path) -> None:
+    user = email()
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "tenantry", "login", "--oidc", "local", "--no-browser",
+         "--timeout", "60", "--api-url", oidc_api.url, "--output", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT)
+    try:
+        assert command.stderr is not None and command.stdout is not None
+        command.stderr.readline()  # "open this address in a browser ..."
+        start_url = command.stderr.readline().strip()
+        assert query(start_url)["cli_redirect"].startswith("http://127.0.0.1:")
+        at_provider = browser.get(start_url)
+        assert at_provider.status_code == 302, at_provider.text
+        callback = sign_in_at_provider(browser, at_provider.headers["location"], user,
+                                       oidc_api.url)
+        back = browser.get(callback)
+        # No token in the browser: a redirect to the command with a one-time code.
+        assert back.status_code == 302 and "access_token" not in back.text
+        loopback_url = back.headers["location"]
+        assert loopback_url.startswith(query(start_url)["cli_redirect"] + "?code=")
+        assert httpx.get(loopback_url, timeout=10).status_code == 200
+        out, err = command.communicate(timeout=60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 0, err
+    assert json.loads(out)["user"] == user
+    token_file = next((tmp_path / "config" / "tenantry").glob("*.json"))
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    saved = json.loads(token_file.read_text())["sessions"][oidc_api.url]
+    assert saved["user"] == user
+    assert me(browser, saved["accessToken"]).json()["user"] == user
+    # The code was single use: redeeming it again (even with a verifier) is refused.
+    code = query(loopback_url)["code"]
+    again = browser.post("/v1/auth/oidc/cli/token",
+                         json={"code": code, "code_verifier": "v" * 43})
+    assert again.status_code == 400
+
+
+def test_a_stolen_command_line_code_is_useless_without_the_verifier(
+        browser: httpx.Client, oidc_api: ApiServer) -> None:
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    redirect = "http://127.0.0.1:9/callback"
+    start_url = (f"/v1/auth/oidc/local/start?cli_redirect={redirect}"
+                 f"&cli_challenge={challenge}")
+    at_provider = browser.get(start_url)
+    assert at_provider.status_code == 302
+    callback = sign_in_at_provider(browser, at_provider.headers["location"], email(),
+                                   oidc_api.url)
+    code = query(browser.get(callback).headers["location"])["code"]
+    wrong = browser.post("/v1/auth/oidc/cli/token",
+                         json={"code": code, "code_verifier": secrets.token_urlsafe(48)})
+    assert wrong.status_code == 400
+    # ... and the attempt used it up: the right verifier now fails too.
+    right = browser.post("/v1/auth/oidc/cli/token",
+                         json={"code": code, "code_verifier": verifier})
+    assert right.status_code == 400
+
+
+@pytest.mark.parametrize("redirect", ["https://evil.example/callback",
+                                      "http://127.0.0.1.evil.example/callback",
+                                      "http://127.0.0.1:8080/elsewhere",
+                                      "http://localhost:8080/callback"])
+def test_the_loopback_redirect_must_be_loopback(browser: httpx.Client, redirect: str) -> None:
+    response = browser.get("/v1/auth/oidc/local/start",
+                           params={"cli_redirect": redirect, "cli_challenge": "a" * 43})
+    assert response.status_code == 422

@@ -22,6 +22,7 @@ sign in (unverified e-mail, identity conflict, disabled user); 502 the provider 
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import hmac
@@ -31,7 +32,9 @@ import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from tenantry.api import audit, deps, metrics, store
 from tenantry.api.oauth import client as oauth_client
@@ -43,6 +46,8 @@ router = APIRouter(prefix="/v1/auth/oidc", tags=["auth"])
 log = logging.getLogger("tenantry.api.auth")
 
 STATE_TTL = datetime.timedelta(minutes=10)
+CLI_CODE_TTL = datetime.timedelta(seconds=60)
+CLI_REDIRECT = r"^http://(127\.0\.0\.1|\[::1\]):[0-9]{1,5}/callback$"
 COOKIE = "tenantry_oidc"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -70,8 +75,21 @@ def _callback_path(provider: str) -> str:
                        429: {"description": "rate limited"},
                        502: {"description": "identity provider unavailable"}})
 async def start(provider: ProviderName, request: Request, _: RateLimited,
-                svc: deps.CurrentServices) -> RedirectResponse:
+                svc: deps.CurrentServices,
+                cli_redirect: Annotated[str | None, Query(
+                    max_length=64, pattern=CLI_REDIRECT,
+                    description="`tenantry login --oidc`: its loopback address, "
+                                "http://127.0.0.1:PORT/callback")] = None,
+                cli_challenge: Annotated[str | None, Query(
+                    pattern=r"^[A-Za-z0-9_-]{43}$",
+                    description="... and its PKCE S256 challenge")] = None,
+                ) -> RedirectResponse:
     """Begin signing in with `provider`: a redirect to its authorization endpoint."""
+    if (cli_redirect is None) != (cli_challenge is None):
+        missing = "cli_challenge" if cli_challenge is None else "cli_redirect"
+        raise RequestValidationError([{
+            "loc": ("query", missing), "type": "missing",
+            "msg": "cli_redirect and cli_challenge go together"}])
     client = _client(svc, provider)
     try:
         pending = await client.start()
@@ -82,7 +100,8 @@ async def start(provider: ProviderName, request: Request, _: RateLimited,
     browser = secrets.token_urlsafe(32)
     await store.oauth_begin(svc.pool, state_hash=_sha256(pending.state), provider=provider,
                             browser_hash=_sha256(browser), nonce=pending.nonce,
-                            code_verifier=pending.code_verifier, ttl=STATE_TTL)
+                            code_verifier=pending.code_verifier, ttl=STATE_TTL,
+                            cli_redirect=cli_redirect, cli_challenge=cli_challenge)
     response = RedirectResponse(pending.url, status_code=302)
     response.set_cookie(
         COOKIE, browser, max_age=int(STATE_TTL.total_seconds()), path=_callback_path(provider),
@@ -110,7 +129,8 @@ async def callback(provider: ProviderName, request: Request, response: Response,
                    state: Annotated[str | None, Query(max_length=512)] = None,
                    code: Annotated[str | None, Query(max_length=4096)] = None,
                    error: Annotated[str | None, Query(max_length=256)] = None,
-                   iss: Annotated[str | None, Query(max_length=2048)] = None) -> TokenPair:
+                   iss: Annotated[str | None, Query(max_length=2048)] = None,
+                   ) -> TokenPair | RedirectResponse:
     """The provider's redirect back: redeem the code, sign in, answer a token pair."""
     try:
         return await _sign_in(provider, request, response, svc, state, code, error, iss)
@@ -125,7 +145,7 @@ async def callback(provider: ProviderName, request: Request, response: Response,
 
 async def _sign_in(provider: str, request: Request, response: Response,
                    svc: deps.Services, state: str | None, code: str | None,
-                   error: str | None, iss: str | None) -> TokenPair:
+                   error: str | None, iss: str | None) -> TokenPair | RedirectResponse:
     client = _client(svc, provider)
     if not state:
         raise _refused(400, "missing state", provider, "no state", request)
@@ -169,6 +189,18 @@ async def _sign_in(provider: str, request: Request, response: Response,
                        provider, "identity conflict", request) from None
     if user.disabled:
         raise _refused(403, "account disabled", provider, "user disabled", request)
+    if stored.cli_redirect and stored.cli_challenge:
+        # `tenantry login --oidc`: no tokens in this browser; a one-time code for the command,
+        # redeemable only with the verifier of the challenge it started with.
+        code = secrets.token_urlsafe(32)
+        await store.cli_code_issue(svc.pool, code_hash=_sha256(code), user_id=user.id,
+                                   groups=identity.groups, provider=provider,
+                                   challenge=stored.cli_challenge, ttl=CLI_CODE_TTL)
+        log.info("oidc %s sign-in for the command line: user %s (request %s)", provider,
+                 user.username, deps.request_id(request))
+        redirect = RedirectResponse(f"{stored.cli_redirect}?code={code}", status_code=302)
+        redirect.delete_cookie(COOKIE, path=_callback_path(provider))
+        return redirect
     refresh = rfc9700.new_token()
     session = await store.start_family(svc.pool, user.id, rfc9700.token_hash(refresh),
                                        groups=identity.groups)
@@ -181,3 +213,36 @@ async def _sign_in(provider: str, request: Request, response: Response,
                                           method=f"oidc:{provider}",
                                           changes={"groups": len(identity.groups)}))
     return await token_pair(svc, user, session, refresh)
+
+
+class CliTokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=20, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    code_verifier: str = Field(min_length=43, max_length=128, pattern=r"^[A-Za-z0-9._~-]+$")
+
+
+@router.post("/cli/token", response_model=TokenPair,
+             responses={400: {"description": "unknown, used or expired code, or wrong verifier"},
+                        429: {"description": "rate limited"}})
+async def cli_token(body: CliTokenRequest, request: Request, _: RateLimited,
+                    svc: deps.CurrentServices) -> TokenPair:
+    """`tenantry login --oidc`: the one-time code from the loopback redirect and the command's
+    PKCE verifier for a token pair (RFC 8252's native-app pattern, with this API in between)."""
+    taken = await store.cli_code_redeem(svc.pool, _sha256(body.code))
+    challenge = base64.urlsafe_b64encode(
+        hashlib.sha256(body.code_verifier.encode()).digest()).decode().rstrip("=")
+    if taken is None or not taken.live or taken.user.disabled or not hmac.compare_digest(
+            challenge, taken.challenge):
+        await svc.ledger.record(session_event(
+            request, actor="anonymous", action=audit.LOGIN_FAILED, session=None,
+            method="oidc-cli", changes={"reason": "bad or used command-line code"}))
+        raise HTTPException(status_code=400, detail="invalid, used or expired code")
+    refresh = rfc9700.new_token()
+    session = await store.start_family(svc.pool, taken.user.id, rfc9700.token_hash(refresh),
+                                       groups=taken.groups)
+    metrics.LOGINS.labels("oidc", "succeeded").inc()
+    await svc.ledger.record(session_event(request, actor=taken.user.username,
+                                          action=audit.LOGIN_SUCCEEDED, session=session,
+                                          method=f"oidc:{taken.provider}+cli"))
+    return await token_pair(svc, taken.user, session, refresh)
