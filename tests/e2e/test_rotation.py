@@ -13,6 +13,7 @@ The session operator's keyring is shared: the fixture puts the original primary 
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import threading
@@ -360,6 +361,14 @@ def test_tenantry_rotate_sets_the_trigger_and_follows_it(
     assert "cannot set spec.trigger of RotationPolicy" in refused.stderr
     assert "403" in refused.stderr
     assert _get_policy(admin_api, name, "weekly")["spec"]["trigger"] == "by-hand"
+
+    # --output json: one object on stdout a pipeline can parse, progress on stderr.
+    piped = rotate(f"{name}-alice", "--trigger", "piped", "--output", "json")
+    assert piped.returncode == 0, piped.stderr
+    outcome = json.loads(piped.stdout)
+    assert (outcome["policy"], outcome["trigger"], outcome["succeeded"]) == (
+        f"{name}/weekly", "piped", True)
+    assert outcome["progress"]["skipped"] == 2 and outcome["failures"] == []
 
 
 # -- SIGKILL mid-rotation --------------------------------------------------------------------------

@@ -16,16 +16,20 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import x25519
 from kubernetes import client as kube
 
+from tenantry.devcluster.cluster import LocalControlPlane
 from tests.e2e.api.conftest import PASSWORD, ApiDatabase, ApiServer
 from tests.e2e.conftest import TenantFactory, owner
 from tests.e2e.test_credentials import _create, _credential, _ready, _seal, public_key
@@ -436,3 +440,27 @@ def test_issuing_and_using_participant_tokens_are_ledger_entries(
     assert found["participant.token.issued"]["actor"] == "alice@acme.example"
     assert found["participant.token.used"]["actor"] == f"participant:{issued['jti']}"
     assert issued["token"] not in str(found)
+
+
+def test_an_expired_service_account_token_is_refused(
+        client: httpx.Client, admin_api: kube.ApiClient, control_plane: LocalControlPlane,
+        world: dict[str, str]) -> None:
+    """A token the cluster really issued, for the right audience and an allowed account, but
+    past its exp (re-signed here with the control plane's ServiceAccount signing key, since
+    TokenRequest issues nothing shorter than ten minutes): the apiserver refuses it, so does
+    the API."""
+    a = world["a"]
+    real = mint(admin_api, a, "app")
+    header = jwt.get_unverified_header(real)
+    claims = jwt.decode(real, options={"verify_signature": False})
+    now = int(time.time())
+    expired = {**claims, "iat": now - 3600, "nbf": now - 3600, "exp": now - 1800}
+    key = serialization.load_pem_private_key(
+        (control_plane.workdir / "sa.key").read_bytes(), password=None)
+    forged = jwt.encode(expired, key, algorithm=header["alg"], headers={"kid": header["kid"]})
+    # The same claims, unexpired and signed the same way, are accepted: only exp differs.
+    fresh = jwt.encode({**claims, "iat": now, "nbf": now, "exp": now + 600}, key,
+                       algorithm=header["alg"], headers={"kid": header["kid"]})
+    assert exchange(client, fresh, a, "db").status_code == 200
+    refused = exchange(client, forged, a, "db")
+    assert refused.status_code == 401 and VALUES["password"] not in refused.text

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import json
 import sys
 import time
 from collections.abc import Mapping
@@ -79,6 +80,18 @@ def follow(obj: Mapping[str, Any], trigger: str, generation: int) -> Followed:
                     f"{detail}", EXIT_FAILED)
 
 
+def summary(obj: Mapping[str, Any], trigger: str, state: Followed) -> dict[str, Any]:
+    """What `--output json` prints once the rotation is over (pure): public status only."""
+    status = obj.get("status") or {}
+    metadata = obj.get("metadata") or {}
+    ready = _conditions(obj).get("Ready") or {}
+    return {"policy": f"{metadata.get('namespace')}/{metadata.get('name')}", "trigger": trigger,
+            "succeeded": state.exit_code == EXIT_OK, "reason": ready.get("reason"),
+            "progress": status.get("progress") or {}, "failures": status.get("failures") or [],
+            "currentVersions": status.get("currentVersions"),
+            "lastRotationTime": status.get("lastRotationTime")}
+
+
 def _target(text: str) -> tuple[str, str]:
     namespace, _, name = text.partition("/")
     if not namespace or not name or "/" in name:
@@ -118,6 +131,9 @@ def _rotate(args: argparse.Namespace) -> int:
         if args.no_wait:
             print(f"follow it with: kubectl get rotationpolicy -n {namespace} {name} -w",
                   file=sys.stderr)
+            if args.output == "json":
+                print(json.dumps({"policy": f"{namespace}/{name}", "trigger": trigger,
+                                  "generation": generation}, indent=2))
             return EXIT_OK
         deadline = time.monotonic() + args.timeout
         printed = ""
@@ -129,9 +145,12 @@ def _rotate(args: argparse.Namespace) -> int:
                 return _fail(f"cannot read {where}: {error.status} {error.reason}")
             state = follow(obj, trigger, generation)
             if state.line != printed:
-                print(state.line, file=sys.stderr if state.exit_code is None else sys.stdout)
+                final = state.exit_code is not None and args.output == "text"
+                print(state.line, file=sys.stdout if final else sys.stderr)
                 printed = state.line
             if state.exit_code is not None:
+                if args.output == "json":
+                    print(json.dumps(summary(obj, trigger, state), indent=2))
                 return state.exit_code
             if time.monotonic() >= deadline:
                 print(f"timed out after {args.timeout:.0f}s; the rotation goes on: "
@@ -156,4 +175,6 @@ def register(subparsers: Any) -> None:
     rotate.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
                         help="stop following after this long (default: %(default)s)")
     rotate.add_argument("--kubeconfig", help="default: $KUBECONFIG, then in-cluster")
+    rotate.add_argument("--output", choices=("text", "json"), default="text",
+                        help="json: the outcome as one JSON object on stdout, for pipelines")
     rotate.set_defaults(func=_rotate)
