@@ -219,6 +219,10 @@ def load_directory(path: str | os.PathLike[str]) -> Keyring:
         for entry in sorted(path.iterdir()):
             if entry.name.startswith("."):
                 continue
+            if entry.is_symlink() and not entry.exists():
+                # A key just removed from the Secret: the kubelet swaps `..data` first and
+                # unlinks the removed keys' links after, so for a moment they dangle.
+                continue
             with _source(f"file {entry.name!r}"):
                 if not entry.is_file():
                     raise errors.KeyringError("is not a regular file")

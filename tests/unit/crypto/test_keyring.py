@@ -248,3 +248,25 @@ def test_versions_sort_naturally_and_next_version_counts_on() -> None:
     assert ring.versions == ("v2", "v9", "v10")
     assert keyring.next_version(ring) == "v11"
     assert keyring.add_version(ring).versions[-1] == "v11"
+
+
+def test_a_key_removed_by_a_secret_update_is_skipped_while_its_link_still_dangles(
+        tmp_path: Path) -> None:
+    """The kubelet swaps `..data` to the new payload first and unlinks the removed keys' links
+    after: a reader in between sees a dangling `v1` link, which is a key that is gone, not a
+    broken keyring. A real file that is not regular is still refused."""
+    _write_mounted_secret(tmp_path, {"v1": B64_1, "v2": B64_2, "primary": "v2"})
+    newer = tmp_path / "..2026_01_02_00_00_00.000000001"
+    newer.mkdir()
+    (newer / "v2").write_text(B64_2)
+    (newer / "primary").write_text("v2")
+    (tmp_path / "..data_tmp").symlink_to(newer.name)
+    (tmp_path / "..data_tmp").replace(tmp_path / "..data")  # v1's link now dangles
+
+    ring = keyring.load_directory(tmp_path)
+
+    assert ring.versions == ("v2",) and ring.primary == "v2"
+    (tmp_path / "v1").unlink()
+    (tmp_path / "v1").mkdir()
+    with pytest.raises(errors.KeyringError, match="file 'v1': is not a regular file"):
+        keyring.load_directory(tmp_path)
