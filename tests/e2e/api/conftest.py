@@ -70,6 +70,33 @@ class ApiDatabase:
         return self.fetch("SELECT * FROM ledger.audit_log WHERE action LIKE $1 || '%' "
                           "ORDER BY chain, seq", action_prefix)
 
+    @contextlib.contextmanager
+    def tampered(self, chain: str, seq: int) -> Iterator[None]:
+        """Entry `seq` of `chain` forged (its `changes.role` rewritten) the way an attacker with
+        database access would: as the superuser, the append-only triggers switched off. The
+        original is put back afterwards, since other tests sign checkpoints over every chain."""
+
+        async def rewrite(changes: str | None) -> str:
+            conn = await asyncpg.connect(self.admin_dsn)
+            try:
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL session_replication_role = replica")
+                    old = await conn.fetchval("SELECT changes::text FROM ledger.audit_log "
+                                              "WHERE chain = $1 AND seq = $2", chain, seq)
+                    await conn.execute(
+                        "UPDATE ledger.audit_log SET changes = coalesce($3::jsonb, "
+                        "jsonb_set(changes, '{role}', '\"owner\"')) "
+                        "WHERE chain = $1 AND seq = $2", chain, seq, changes)
+                    return str(old)
+            finally:
+                await conn.close()
+
+        original = asyncio.run(rewrite(None))
+        try:
+            yield
+        finally:
+            asyncio.run(rewrite(original))
+
     def fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """One statement as the superuser."""
         async def go() -> list[asyncpg.Record]:

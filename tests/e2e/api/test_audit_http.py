@@ -97,29 +97,10 @@ def test_verify_reports_a_sound_chain_then_the_first_tampered_entry(
     assert sound["valid"] is True and sound["entries"] == 3 and sound["head"]["seq"] == 3
     assert "firstBreak" not in sound
 
-    async def rewrite(changes: str | None) -> str:
-        """Set entry 2's changes (None: forge its role), triggers off; returns the old text."""
-        conn = await asyncpg.connect(api_db.admin_dsn)
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL session_replication_role = replica")
-                old = await conn.fetchval("SELECT changes::text FROM ledger.audit_log "
-                                          "WHERE chain = $1 AND seq = 2", name)
-                await conn.execute(
-                    "UPDATE ledger.audit_log SET changes = coalesce($2::jsonb, "
-                    "jsonb_set(changes, '{role}', '\"owner\"')) WHERE chain = $1 AND seq = 2",
-                    name, changes)
-                return str(old)
-        finally:
-            await conn.close()
-
-    original = asyncio.run(rewrite(None))
-    try:
+    with api_db.tampered(name, 2):
         broken = client.get(f"/v1/tenants/{name}/audit/verify", headers=bearer(token)).json()
         assert broken["valid"] is False and broken["entries"] == 1
         assert broken["firstBreak"]["seq"] == 2 and broken["firstBreak"]["kind"]
-    finally:  # other tests sign checkpoints over the whole database
-        asyncio.run(rewrite(original))
     restored = client.get(f"/v1/tenants/{name}/audit/verify", headers=bearer(token)).json()
     assert restored["valid"] is True
 

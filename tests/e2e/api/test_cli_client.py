@@ -14,7 +14,6 @@ sign-in limit: every command here comes from 127.0.0.1 and would otherwise share
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
@@ -25,7 +24,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -265,30 +263,12 @@ def test_audit_list_pages_and_verify_exits_1_on_a_tampered_chain(
     sound = cli("audit", "verify", name)
     assert sound.returncode == 0 and "valid, 3 entries" in sound.stdout
 
-    async def rewrite(changes: str | None) -> str:
-        conn = await asyncpg.connect(api_db.admin_dsn)
-        try:
-            async with conn.transaction():
-                await conn.execute("SET LOCAL session_replication_role = replica")
-                old = await conn.fetchval("SELECT changes::text FROM ledger.audit_log "
-                                          "WHERE chain = $1 AND seq = 2", name)
-                await conn.execute(
-                    "UPDATE ledger.audit_log SET changes = coalesce($2::jsonb, "
-                    "jsonb_set(changes, '{role}', '\"owner\"')) WHERE chain = $1 AND seq = 2",
-                    name, changes)
-                return str(old)
-        finally:
-            await conn.close()
-
-    original = asyncio.run(rewrite(None))
-    try:
+    with api_db.tampered(name, 2):
         broken = cli("audit", "verify", name)
         assert broken.returncode == 1 and "BROKEN at seq 2" in broken.stdout
         as_json = cli("audit", "verify", name, "--output", "json")
         assert as_json.returncode == 1
         assert json.loads(as_json.stdout)["firstBreak"]["seq"] == 2
-    finally:  # other tests sign checkpoints over the whole database
-        asyncio.run(rewrite(original))
 
 
 def test_audit_tail_prints_new_entries_as_they_are_appended(
