@@ -25,11 +25,13 @@ from kubernetes import client
 
 from tenantry import kube
 from tenantry.crypto import cli as crypto_cli
+from tenantry.crypto import keyring
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import free_port, wait_until
 from tenantry.ledger import migrations, verify
+from tests import logscan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,6 +40,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.path):
             item.add_marker(pytest.mark.e2e)
+    # The log scan reads what every other test's components wrote: it runs last, and knows
+    # which components this run starts, so a log that was never registered is a failure.
+    last = [item for item in items if item.get_closest_marker("last")]
+    items[:] = [item for item in items if not item.get_closest_marker("last")] + last
+    for item in items:
+        where = item.path.as_posix()
+        if "/e2e/webhook/" in where:
+            logscan.EXPECTED.add("webhook")
+        if "/e2e/api/" in where:
+            logscan.EXPECTED.add("api")
+        if "operator" in getattr(item, "fixturenames", ()):
+            logscan.EXPECTED.add("operator")
 
 
 @pytest.fixture(scope="session")
@@ -216,6 +230,7 @@ class OperatorProcess:
         `extra_args`: further `tenantry operator run` options (keyring, ledger, ...).
         """
         self.log_path = log_path
+        logscan.watch_log("operator", log_path)
         self.port = free_port()
         self._log = log_path.open("wb")
         mode = ["--standalone"] if peering is None else list(peering)
@@ -263,6 +278,9 @@ def operator_options(tmp_path_factory: pytest.TempPathFactory, ledger: Ledger) -
                           "--ledger-spool", str(state / "ledger-spool")]
     # Credentials: a master keyring and a sealing key (files, as mounted Secrets would be).
     options += crypto_cli.dev_key_files(state)
+    ring = keyring.load_file(options[options.index("--keyring") + 1])
+    for version in ring.versions:
+        logscan.remember(ring.key(version), f"master key {version}")
     return options
 
 

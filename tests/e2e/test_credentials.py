@@ -30,6 +30,7 @@ from tenantry.controller.credential import custody
 from tenantry.crypto import envelope, keyring, sealing
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
+from tests import logscan
 from tests.conftest import (
     OPERATOR_GROUPS,
     OPERATOR_USER,
@@ -51,6 +52,7 @@ def plaintext(tag: str) -> str:
     """A distinctive random value, remembered for the leakage scan."""
     value = f"PLAINTEXT-{tag}-{secrets.token_hex(12)}"
     PLAINTEXTS.append(value)
+    logscan.remember(value, f"Credential plaintext {tag}")
     return value
 
 

@@ -35,6 +35,7 @@ from tenantry.api import passwords, store
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.postgres import LocalPostgres
 from tenantry.devcluster.process import ManagedProcess, free_port, wait_until
+from tests import logscan
 from tests.conftest import REPO_ROOT
 from tests.helpers import GROUP, VERSION
 
@@ -116,6 +117,7 @@ class ApiDatabase:
     async def add_user_async(self, username: str | None = None, password: str = PASSWORD, *,
                              password_hash: str | None = None) -> str:
         name = username or f"user-{uuid.uuid4().hex[:10]}@acme.example"
+        logscan.remember(password, f"password of {name}")
         conn = await asyncpg.connect(self.app_dsn)
         try:
             # A name of the caller's choosing may already exist (root@acme.example, the
@@ -197,6 +199,7 @@ class ApiServer:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
+        logscan.watch_log("api", log_path)
         self.spool = log_path.parent / f"spool-{self.port}"
         self.process = ManagedProcess(
             "tenantry-api",

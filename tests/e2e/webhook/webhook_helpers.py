@@ -22,6 +22,7 @@ from typing import Any
 
 from tenantry.devcluster.cluster import WEBHOOK_CLIENT_CN, LocalControlPlane
 from tenantry.devcluster.process import free_port, wait_until
+from tests import logscan
 from tests.conftest import REPO_ROOT
 
 WORKLOADS = "workloads.admission.tenantry.dev"
@@ -196,6 +197,7 @@ class WebhookProcess:
         self.port = free_port()
         self.cert_dir = workdir / "certs"
         self.log_path = workdir / "webhook.log"
+        logscan.watch_log("webhook", self.log_path)
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
