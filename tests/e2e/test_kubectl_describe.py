@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
+import time
 
 from kubernetes import client
 
@@ -65,6 +66,33 @@ def test_describe_tenant_lists_its_events(kubectl: Kubectl, tenants: TenantFacto
     assert any(name in message for message in created), events
     # Once, not once per namespace-scoped copy or per retry.
     assert len(created) == 1, events
+
+
+def test_every_event_about_a_tenant_is_one_describe_shows(
+        kubectl: Kubectl, admin_api: client.ApiClient, tenants: TenantFactory) -> None:
+    """No Event about a Tenant names a namespace: kopf's own Events ("Handler ... succeeded")
+    did (namespace "default", for a cluster-scoped object), so describe never showed them;
+    they are off, and what describe lists is every Event the API holds about the Tenant."""
+    name = unique("descall")
+    tenants(name, [name, f"{name}-b"], [owner(f"{name}-alice")])
+    describe_until(kubectl, "tenant", name, wanted={("Normal", "NamespaceCreated")})
+
+    core = client.CoreV1Api(admin_api)
+    # kopf posted its Events in the background, a moment after the handler returned: watch
+    # every Tenant's Events (this one's and those of the tests before) for a while.
+    deadline = time.monotonic() + 5
+    while True:
+        held = core.list_event_for_all_namespaces(
+            field_selector="involvedObject.kind=Tenant").items
+        misplaced = [(e.involved_object.name, e.involved_object.namespace, e.reason,
+                      e.message) for e in held if e.involved_object.namespace]
+        assert not misplaced, f"Events describe cannot see: {misplaced[:5]}"
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    mine = sorted((e.type, e.reason) for e in held if e.involved_object.name == name)
+    output = kubectl("describe", "tenant", name).stdout
+    assert mine == sorted((t, r) for t, r, _ in described_events(output))
 
 
 def test_describe_tenant_lists_drift_corrections(kubectl: Kubectl, admin_api: client.ApiClient,

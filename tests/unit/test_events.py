@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
+
+import kopf
+import pytest
 
 from tenantry.controller import events
 
@@ -39,3 +43,69 @@ def test_event_names_stay_within_the_limit() -> None:
                              unique=2**63)
     assert len(event["metadata"]["name"]) <= 253
     assert "uid" not in event["involvedObject"]
+
+
+# -- unexpected handler failures ---------------------------------------------------------------
+
+TENANT = {"apiVersion": "tenantry.dev/v1alpha1", "kind": "Tenant",
+          "metadata": {"name": "acme", "uid": "u-9"}}
+
+
+class _RecordingApi:
+    """Stands in for KubeApi.create only: `reported` is tested apart from the cluster here;
+    tests/e2e/test_kubectl_describe.py shows Events through the real kubectl."""
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        return body
+
+
+def test_a_failure_names_the_handler_and_the_error_never_a_token() -> None:
+    token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLWJ5dGVzLWhlcmU"
+    type_, reason, message = events.failure("reconcile_tenant",
+                                            RuntimeError(f"apiserver said no to {token}"))
+    assert (type_, reason) == ("Warning", "ReconcileError")
+    assert message.startswith("reconcile_tenant failed (retrying): RuntimeError: ")
+    assert token not in message
+    permanent = events.failure("reconcile_tenant", kopf.PermanentError("bad spec"))
+    assert "(not retried): PermanentError: bad spec" in permanent[2]
+
+
+def test_the_same_failure_is_posted_once_per_window() -> None:
+    key = ("u-window", "m")
+    assert events.should_post(key, 1000.0)
+    assert not events.should_post(key, 1000.0 + events.FAILURE_REPEAT - 1)
+    assert events.should_post(key, 1000.0 + events.FAILURE_REPEAT)
+    assert events.should_post(("u-window", "another message"), 1000.0)
+
+
+async def test_reported_posts_an_unexpected_exception_and_reraises_it() -> None:
+    api = _RecordingApi()
+
+    @events.reported
+    async def reconcile_tenant(**_: Any) -> None:
+        raise KeyError("children")
+
+    with pytest.raises(KeyError):
+        await reconcile_tenant(body=TENANT, memo=kopf.Memo(api=api))
+    await events.drain()
+    assert [(e["type"], e["reason"], e["involvedObject"].get("namespace"))
+            for e in api.created] == [("Warning", "ReconcileError", None)]
+    assert "reconcile_tenant failed (retrying): KeyError" in api.created[0]["message"]
+
+
+async def test_reported_leaves_temporary_errors_to_the_handlers_own_events() -> None:
+    api = _RecordingApi()
+
+    @events.reported
+    async def reconcile_credential(**_: Any) -> None:
+        raise kopf.TemporaryError("keyring unavailable", delay=1)
+
+    with pytest.raises(kopf.TemporaryError):
+        await reconcile_credential(body={**TENANT, "metadata": {"name": "b", "uid": "u-t"}},
+                                   memo=kopf.Memo(api=api))
+    await events.drain()
+    assert api.created == []

@@ -13,17 +13,29 @@ Events are best effort, as in Kubernetes: one the API refuses is logged and drop
 failing the reconciliation (status and the audit ledger are the record). Messages are the
 handlers' own, which never hold secret values; they are cut to the size Kubernetes tooling
 expects.
+
+kopf's own Events ("Handler ... succeeded") are off (`settings.posting.enabled`): they had the
+same misplaced reference, and said nothing the handlers' Events do not. What they did say that
+matters, a handler failing unexpectedly, `reported` posts instead: a `ReconcileError` Warning
+with the exception's type and redacted message, once per object and message within
+`FAILURE_REPEAT` (kopf retries every few seconds; a retry storm must not become an Event
+storm). A `kopf.TemporaryError` is not reported: handlers raise it only after posting Events
+and writing status conditions that say why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
+import kopf
+
+from tenantry import logs
 from tenantry.controller import kubeapi
 from tenantry.controller.kubeapi import KubeApi
 
@@ -120,3 +132,57 @@ async def drain() -> None:
     """Wait (a bounded time) for the Events being posted, before the API client closes."""
     if _pending:
         await asyncio.wait(set(_pending), timeout=DRAIN_TIMEOUT)
+
+
+# -- unexpected handler failures -------------------------------------------------------------------
+
+RECONCILE_ERROR = "ReconcileError"
+FAILURE_REPEAT = 300.0  # seconds before the same failure of the same object is posted again
+_failures_posted: dict[tuple[str, str], float] = {}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def failure(handler: str, error: BaseException) -> Posted:
+    """The Warning for a handler that raised `error` (pure): its type and redacted message,
+    never its arguments (kopf retries it; a PermanentError it does not)."""
+    then = "not retried" if isinstance(error, kopf.PermanentError) else "retrying"
+    detail = logs.redact_text(str(error)) or "(no message)"
+    return warning(RECONCILE_ERROR,
+                   f"{handler} failed ({then}): {type(error).__name__}: {detail}")
+
+
+def should_post(key: tuple[str, str], now: float) -> bool:
+    """Whether this (object, message) was not posted within `FAILURE_REPEAT`; remembers it."""
+    last = _failures_posted.get(key)
+    if last is not None and now - last < FAILURE_REPEAT:
+        return False
+    if len(_failures_posted) > 10_000:  # bounded: forget the oldest half
+        for stale in sorted(_failures_posted, key=_failures_posted.__getitem__)[:5_000]:
+            del _failures_posted[stale]
+    _failures_posted[key] = now
+    return True
+
+
+def reported(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Decorate a kopf handler (below kopf's decorators): an unexpected exception becomes a
+    `ReconcileError` Warning on the object, where `kubectl describe` shows it, then propagates
+    to kopf unchanged."""
+    @functools.wraps(handler)
+    async def handled(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await handler(*args, **kwargs)
+        except kopf.TemporaryError:
+            raise
+        except Exception as error:
+            body, memo = kwargs.get("body"), kwargs.get("memo")
+            api = getattr(memo, "api", None) if memo is not None else None
+            if isinstance(body, Mapping) and api is not None:
+                posted = failure(handler.__name__, error)
+                uid = str((body.get("metadata") or {}).get("uid") or "")
+                if should_post((uid, posted[2]), time.monotonic()):
+                    await post(api, body, [posted])
+            raise
+
+    return handled

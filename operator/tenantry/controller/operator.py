@@ -38,7 +38,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
-    settings.posting.level = logging.INFO
+    # kopf's own Events are off: `events.reported` posts handler failures where `kubectl
+    # describe` finds them (kopf put a cluster-scoped Tenant's in namespace "default").
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.batching.error_delays = [1, 2, 5, 10, 30]
     memo.api = await KubeApi.from_kubeconfig(os.environ.get("KUBECONFIG"))
