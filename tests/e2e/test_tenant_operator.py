@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from tests.conftest import UserApi
+from tests.conftest import OperatorProcess, UserApi
 from tests.e2e.conftest import TenantFactory, owner
 from tests.helpers import GROUP, VERSION, conditions_of, eventually, forbidden, unique
 
@@ -162,6 +162,20 @@ def test_deleted_or_edited_children_come_back(admin_api: client.ApiClient,
     rbac.delete_namespaced_role_binding("tenantry:owner", name)
     eventually(lambda: rbac.read_namespaced_role_binding("tenantry:owner", name),
                timeout=15, what="owner binding restored")
+
+
+def test_a_deleted_or_edited_tier_role_comes_back(admin_api: client.ApiClient,
+                                                   operator: OperatorProcess) -> None:
+    """The shared tier ClusterRoles carry no tenant label: the operator restores them itself."""
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    wanted = rbac.read_cluster_role("tenantry:viewer").rules
+    rbac.patch_cluster_role("tenantry:viewer", {"rules": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]})
+    eventually(lambda: rbac.read_cluster_role("tenantry:viewer").rules == wanted, timeout=15,
+               what="the viewer tier's rules to be restored")
+    rbac.delete_cluster_role("tenantry:member")
+    eventually(lambda: rbac.read_cluster_role("tenantry:member"), timeout=15,
+               what="the member tier role to be re-created")
 
 
 def test_namespace_conflicts_are_reported_never_taken(admin_api: client.ApiClient,

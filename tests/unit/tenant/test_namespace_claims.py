@@ -79,22 +79,25 @@ def _entry(adopt: bool = False) -> TenantNamespace:
     return TenantNamespace(name=NAME, adopt=adopt)
 
 
-async def _race(store: NamespaceStore, tenants: list[str],
-                adopt: bool = False) -> dict[str, namespaces.Decision]:
+async def _race(store: NamespaceStore, tenants: list[str], adopt: bool = False,
+                assume_absent: bool = False) -> dict[str, namespaces.Decision]:
     api = cast(KubeApi, store)
     results = await asyncio.gather(*(
-        reconcile.claim_namespace(api, name, _entry(adopt), EnforcementMode.DENY)
+        reconcile.claim_namespace(api, name, _entry(adopt), EnforcementMode.DENY,
+                                  assume_absent=assume_absent)
         for name in tenants))
     for name, (_decision, failure) in zip(tenants, results, strict=True):
         assert failure is None, (name, failure)
     return {name: decision for name, (decision, _) in zip(tenants, results, strict=True)}
 
 
+@pytest.mark.parametrize("assume_absent", [False, True], ids=["read-first", "create-first"])
 @pytest.mark.parametrize("seed", range(20))
-async def test_ten_tenants_creating_one_namespace_exactly_one_wins(seed: int) -> None:
+async def test_ten_tenants_creating_one_namespace_exactly_one_wins(
+        seed: int, assume_absent: bool) -> None:
     store = NamespaceStore(seed)
     tenants = [f"tenant-{i}" for i in range(10)]
-    decisions = await _race(store, tenants)
+    decisions = await _race(store, tenants, assume_absent=assume_absent)
     winners = [name for name, d in decisions.items() if d.action is Action.CREATE]
     assert len(winners) == 1
     [winner] = winners
@@ -109,13 +112,15 @@ async def test_ten_tenants_creating_one_namespace_exactly_one_wins(seed: int) ->
             assert decision.owner == winner and winner in decision.message
 
 
+@pytest.mark.parametrize("assume_absent", [False, True], ids=["read-first", "create-first"])
 @pytest.mark.parametrize("seed", range(20))
-async def test_ten_tenants_adopting_one_namespace_exactly_one_wins(seed: int) -> None:
+async def test_ten_tenants_adopting_one_namespace_exactly_one_wins(
+        seed: int, assume_absent: bool) -> None:
     store = NamespaceStore(seed)
     store._store({"metadata": {"name": NAME, "labels": {"team": "x"}}})
     store.label_history.clear()
     tenants = [f"tenant-{i}" for i in range(10)]
-    decisions = await _race(store, tenants, adopt=True)
+    decisions = await _race(store, tenants, adopt=True, assume_absent=assume_absent)
     winners = [name for name, d in decisions.items() if d.action is Action.ADOPT]
     assert len(winners) == 1
     assert store.label_history == winners
@@ -150,6 +155,44 @@ async def test_a_lost_create_against_an_unowned_namespace_is_not_an_adoption() -
     assert failure is None
     assert decision.action is Action.CONFLICT and decision.reason == "NamespaceExists"
     assert store.objects[NAME]["metadata"]["labels"] == {}
+
+
+@pytest.mark.parametrize(("labels", "reason"), [
+    ({}, "NamespaceExists"),
+    ({common.TENANT_LABEL: "b"}, "NamespaceOwnedByAnotherTenant"),
+])
+async def test_a_first_pass_that_finds_the_namespace_taken_decides_from_what_it_reads(
+        labels: dict[str, str], reason: str) -> None:
+    """Creating first (a Tenant's first pass) assumes nothing: the 409 leads to a read and the
+    usual decision, so an unowned or foreign namespace is neither adopted nor relabelled."""
+    store = NamespaceStore()
+    store._store({"metadata": {"name": NAME, "labels": dict(labels)}})
+    store.label_history.clear()
+    decision, failure = await reconcile.claim_namespace(
+        cast(KubeApi, store), "a", _entry(), EnforcementMode.DENY, assume_absent=True)
+    assert failure is None
+    assert decision.action is Action.CONFLICT and decision.reason == reason
+    assert store.objects[NAME]["metadata"]["labels"] == labels
+    assert store.label_history == []
+
+
+async def test_a_first_pass_creates_its_namespace_without_reading_it_first() -> None:
+    store = NamespaceStore()
+    reads: list[str] = []
+    real_get = store.get
+
+    async def counted_get(api_version: str, kind: str, name: str,
+                          namespace: str | None = None) -> dict[str, Any] | None:
+        reads.append(name)
+        return await real_get(api_version, kind, name, namespace)
+
+    store.get = counted_get  # type: ignore[method-assign]
+    decision, _ = await reconcile.claim_namespace(cast(KubeApi, store), "a", _entry(),
+                                                  EnforcementMode.DENY, assume_absent=True)
+    assert decision.action is Action.CREATE and reads == []
+    again, _ = await reconcile.claim_namespace(cast(KubeApi, store), "a", _entry(),
+                                               EnforcementMode.DENY)
+    assert again.action is Action.OWNED and reads == [NAME]
 
 
 async def test_a_namespace_that_keeps_changing_is_left_alone_and_retried() -> None:

@@ -1,23 +1,27 @@
 """kopf handlers for Tenants: thin decorators that hand events to `reconcile`.
 
 They parse the spec, call the reconciler, write status, post events, and ask kopf to retry when
-the cluster refused part of the work. A drift watch on every child kind re-runs the reconciler
-for the child's tenant when a child is deleted or changed by anyone but the operator.
+the cluster refused part of the work. The watches of every child kind (`children.py`, not kopf's:
+kopf's machinery per event cost more than the reconciles in a mass rollout) re-run the
+reconciler for the child's tenant when a child is deleted or changed by anyone but the operator,
+and tell pruning what was applied before without listing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import kopf
 
 from tenantry import logs, metrics
 from tenantry.controller import audit, events, kubeapi
+from tenantry.controller.credential import watches
 from tenantry.controller.kubeapi import KubeApi
-from tenantry.controller.tenant import namespaces, rbac, reconcile
+from tenantry.controller.tenant import children, namespaces, rbac, reconcile
 from tenantry.model import common
 from tenantry.model import tenant as tenant_model
 
@@ -29,13 +33,6 @@ RETRY_DELAY = 10.0
 RESYNC_INTERVAL = 300.0
 # Child events within this window cause one reconciliation, not one each.
 DRIFT_DEBOUNCE = 0.5
-
-
-@kopf.index(*TENANTS)
-def tenants_by_name(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
-                    **_: Any) -> dict[str, tuple[str, dict[str, Any], bool]]:
-    """name -> (uid, spec, being deleted): what the drift watch needs to re-reconcile."""
-    return {name: (uid, dict(spec), meta.get("deletionTimestamp") is not None)}
 
 
 def _tenant_ref(name: str, uid: str) -> kopf.Body:
@@ -66,12 +63,14 @@ async def _post_events(api: KubeApi, body: kopf.Body, outcome: reconcile.Outcome
 
 async def _reconcile_and_report(api: KubeApi, name: str, uid: str, raw_spec: Mapping[str, Any],
                                 generation: int | None, previous_status: Mapping[str, Any],
-                                body: kopf.Body) -> tuple[dict[str, Any],
-                                                                  reconcile.Outcome]:
+                                body: kopf.Body, watched: children.Children | None, *,
+                                resync: bool = False
+                                ) -> tuple[dict[str, Any], reconcile.Outcome]:
     logs.bind_reconcile(tenant_model.KIND, name, tenant=name)
     spec = tenant_model.TenantSpec.model_validate(dict(raw_spec))
     first_time = previous_status.get("observedGeneration") is None
-    outcome = await reconcile.reconcile(api, name, uid, spec, first_time=first_time)
+    outcome = await reconcile.reconcile(api, name, uid, spec, first_time=first_time,
+                                        children=watched, resync=resync)
     status = reconcile.status_of(outcome, spec, generation, dict(previous_status))
     await _post_events(api, body, outcome)
     wider = reconcile.newly_wider(previous_status, status)
@@ -90,15 +89,17 @@ def _failure_summary(outcome: reconcile.Outcome) -> str:
 @kopf.on.update(*TENANTS, field="spec")
 @metrics.reconciliation(tenant_model.KIND)
 async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
-                           status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
-                           memo: kopf.Memo, reason: str, **_: Any) -> None:
+                           status: kopf.Status, body: kopf.Body, memo: kopf.Memo, reason: str,
+                           **_: Any) -> None:
     new_status, outcome = await _reconcile_and_report(
-        memo.api, name, uid, spec, meta.get("generation"), status, body)
+        memo.api, name, uid, spec, meta.get("generation"), status, body, _children(memo))
     # A resume that found everything in place changed nothing worth a ledger entry.
     if reason != "resume" or reconcile.changed_anything(outcome):
         await _record(memo, name, "tenant.reconcile", outcome, trigger=reason,
                       generation=meta.get("generation"))
-    patch.status.update(new_status)
+    # Written here rather than through `patch`: kopf patches the Tenant (its annotations)
+    # first and the status after, so Ready would wait for a round trip that decides nothing.
+    await _write_status(memo.api, name, new_status)
     if outcome.failures:
         raise kopf.TemporaryError(_failure_summary(outcome), delay=RETRY_DELAY)
 
@@ -109,11 +110,19 @@ async def resync_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                         status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
                         memo: kopf.Memo, **_: Any) -> None:
     new_status, outcome = await _reconcile_and_report(
-        memo.api, name, uid, spec, meta.get("generation"), status, body)
+        memo.api, name, uid, spec, meta.get("generation"), status, body, _children(memo),
+        resync=True)
     if reconcile.changed_anything(outcome):
         await _record(memo, name, "tenant.reconcile", outcome, trigger="resync",
                       generation=meta.get("generation"))
-    patch.status.update(new_status)
+    # A resync that found everything in place would write the same status again: skip it.
+    if any(status.get(key) != value for key, value in new_status.items()):
+        patch.status.update(new_status)
+
+
+async def _write_status(api: KubeApi, tenant_name: str, status: Mapping[str, Any]) -> None:
+    await api.merge_patch(common.API_VERSION, tenant_model.KIND, tenant_name,
+                          {"status": dict(status)}, subresource="status")
 
 
 async def _record(memo: kopf.Memo, tenant_name: str, action: str, outcome: reconcile.Outcome,
@@ -139,103 +148,97 @@ async def finalize_tenant(name: str, spec: kopf.Spec, body: kopf.Body, memo: kop
 
 # -- drift: a child changed or vanished behind our back -------------------------------------------
 
-def _last_writer(body: Mapping[str, Any]) -> str | None:
-    """The manager of the most recent non-status write, from managedFields."""
-    entries = [e for e in body.get("metadata", {}).get("managedFields") or []
-               if not e.get("subresource")]
-    if not entries:
-        return None
-    latest = max(entries, key=lambda e: e.get("time") or "")
-    manager = latest.get("manager")
-    return str(manager) if manager is not None else None
+@kopf.on.startup()
+async def start_children(memo: kopf.Memo, **_: Any) -> None:
+    """The watches of every child kind (`children.py`: drift events, and what pruning compares
+    with), started once the operator's own start-up handler has made the client."""
+    memo.tenant_children = children.Children(
+        lambda kind, child: _on_child_event(memo, kind, child))
+    memo.tenant_children_task = asyncio.create_task(_start_children(memo),
+                                                    name="tenantry-children-start")
 
 
-async def _restore(memo: kopf.Memo, tenant_name: str, index: kopf.Index[str, Any],
-                   what: str, delay: float = DRIFT_DEBOUNCE) -> None:
+async def _start_children(memo: kopf.Memo) -> None:
+    while True:  # the shared client, once the operator's own start-up handler has made it
+        if memo.get("api") is not None and memo.get("drift_tasks") is not None:
+            break
+        await asyncio.sleep(0.2)
+    _children(memo).start(watches.watch_client(memo.api.api))
+
+
+@kopf.on.cleanup()
+async def stop_children(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("tenant_children_task")
+    if task is not None:
+        task.cancel()
+    watched: children.Children | None = memo.get("tenant_children")
+    if watched is not None:
+        await watched.stop()
+
+
+def _children(memo: kopf.Memo) -> children.Children:
+    found: children.Children = memo.tenant_children
+    return found
+
+
+async def _restore(memo: kopf.Memo, tenant_name: str, what: str,
+                   delay: float = DRIFT_DEBOUNCE) -> None:
     await asyncio.sleep(delay)
     memo.drift_tasks.pop(tenant_name, None)
-    for uid, raw_spec, deleting in index.get(tenant_name, []):
-        if deleting:
-            return
-        tenant = await memo.api.get(common.API_VERSION, tenant_model.KIND, tenant_name)
-        if tenant is None or tenant["metadata"]["uid"] != uid:
-            return
-        body = _tenant_ref(tenant_name, uid)
-        await events.post(memo.api, body, [events.normal("DriftCorrected",
-                                                         f"{what}; re-applying")])
-        metrics.DRIFT_CORRECTIONS.inc()
-        new_status, outcome = await _reconcile_and_report(
-            memo.api, tenant_name, uid, raw_spec, tenant["metadata"].get("generation"),
-            tenant.get("status") or {}, body)
-        await _record(memo, tenant_name, "tenant.drift-corrected", outcome, drift=what)
-        await memo.api.merge_patch(common.API_VERSION, tenant_model.KIND, tenant_name,
-                                   {"status": new_status}, subresource="status")
-        # Like kopf's retry of the main handler: a refused part (a fence that cannot come back,
-        # so access stays withheld) is tried again, rather than waiting for the next resync.
-        if outcome.failures and tenant_name not in memo.drift_tasks:
-            memo.drift_tasks[tenant_name] = asyncio.create_task(
-                _restore(memo, tenant_name, index, what, delay=RETRY_DELAY))
-
-
-def _on_child_event(event: Mapping[str, Any], memo: kopf.Memo,
-                    index: kopf.Index[str, Any]) -> None:
-    body = event.get("object") or {}
-    labels = body.get("metadata", {}).get("labels") or {}
-    # The operator's own Secret binding names its tenant under a label of its own (rbac.py).
-    tenant_name = labels.get(common.TENANT_LABEL) or labels.get(rbac.OPERATOR_ACCESS_LABEL)
-    kind, name = body.get("kind", "object"), body.get("metadata", {}).get("name")
-    if event.get("type") == "DELETED":
-        what = f"{kind} {name} was deleted"
-    elif event.get("type") == "MODIFIED" and _last_writer(body) != kubeapi.FIELD_MANAGER:
-        what = f"{kind} {name} was changed by {_last_writer(body)}"
-    else:
-        return
-    if tenant_name and tenant_name not in memo.drift_tasks:
+    tenant = await memo.api.get(common.API_VERSION, tenant_model.KIND, tenant_name)
+    if tenant is None or tenant["metadata"].get("deletionTimestamp"):
+        return  # gone or being finalized: nothing to restore
+    uid = tenant["metadata"]["uid"]
+    body = _tenant_ref(tenant_name, uid)
+    await events.post(memo.api, body, [events.normal("DriftCorrected", f"{what}; re-applying")])
+    metrics.DRIFT_CORRECTIONS.inc()
+    new_status, outcome = await _reconcile_and_report(
+        memo.api, tenant_name, uid, tenant.get("spec") or {},
+        tenant["metadata"].get("generation"), tenant.get("status") or {}, body,
+        _children(memo))
+    await _record(memo, tenant_name, "tenant.drift-corrected", outcome, drift=what)
+    await _write_status(memo.api, tenant_name, new_status)
+    # Like kopf's retry of the main handler: a refused part (a fence that cannot come back,
+    # so access stays withheld) is tried again, rather than waiting for the next resync.
+    if outcome.failures and tenant_name not in memo.drift_tasks:
         memo.drift_tasks[tenant_name] = asyncio.create_task(
-            _restore(memo, tenant_name, index, what))
+            _restore(memo, tenant_name, what, delay=RETRY_DELAY))
 
 
-_CHILD_RESOURCES = (
-    ("", "v1", "namespaces"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-    ("", "v1", "resourcequotas"),
-    ("", "v1", "limitranges"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    ("rbac.authorization.k8s.io", "v1", "clusterroles"),
-    ("rbac.authorization.k8s.io", "v1", "clusterrolebindings"),
-)
+def _on_child_event(memo: kopf.Memo, kind: str, child: children.Child) -> None:
+    """A change the watches saw: re-reconcile the child's tenant when someone but the operator
+    changed it or anyone deleted it (debounced per tenant); restore a tier role directly."""
+    if kind == "DELETED":
+        what = f"{child.ref.kind} {child.ref.name} was deleted"
+    elif kind == "MODIFIED" and child.last_writer != kubeapi.FIELD_MANAGER:
+        what = f"{child.ref.kind} {child.ref.name} was changed by {child.last_writer}"
+    else:
+        return  # ADDED (the first list reports everything so), or the operator's own write
+    if child.ref.kind == "ClusterRole" and child.ref.name in _TIER_ROLES:
+        _schedule(memo, f"ClusterRole {child.ref.name}", _restore_tier_role(memo, child, kind))
+    elif child.tenant:
+        _schedule(memo, child.tenant, _restore(memo, child.tenant, what))
 
 
-def _register_child_watch(group: str, version: str, plural: str) -> None:
-    @kopf.on.event(group, version, plural, labels={common.TENANT_LABEL: kopf.PRESENT},
-                   id=f"drift-{plural}")
-    async def watch_child(*, event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
-        _on_child_event(event, memo, kwargs["tenants_by_name"])
+def _schedule(memo: kopf.Memo, key: str, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` unless work for `key` is pending already (a burst of events of one tenant
+    makes one reconciliation); pending work is cancelled at shutdown."""
+    if key in memo.drift_tasks:
+        work.close()
+        return
+    memo.drift_tasks[key] = asyncio.create_task(work)
 
 
-for _group, _version, _plural in _CHILD_RESOURCES:
-    _register_child_watch(_group, _version, _plural)
+# The shared tier roles carry no tenant label: they are restored directly, not by a tenant.
+_TIER_ROLES = {role["metadata"]["name"]: role for role in rbac.cluster_roles()}
 
 
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings",
-               labels={rbac.OPERATOR_ACCESS_LABEL: kopf.PRESENT}, id="drift-operator-access")
-async def watch_operator_access(*, event: kopf.RawEvent, memo: kopf.Memo, **kwargs: Any) -> None:
-    """The operator's Secret binding in a tenant namespace: without it, Credentials stop there."""
-    _on_child_event(event, memo, kwargs["tenants_by_name"])
-
-
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "clusterroles",
-               labels={common.MANAGED_BY_LABEL: "tenantry"}, id="drift-tier-roles")
-async def watch_tier_roles(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """The shared tier roles carry no tenant label: restore them directly."""
-    body = event.get("object") or {}
-    name = body.get("metadata", {}).get("name")
-    wanted = {role["metadata"]["name"]: role for role in rbac.cluster_roles()}
-    changed = (event.get("type") == "MODIFIED"
-               and _last_writer(body) != kubeapi.FIELD_MANAGER)
-    if name in wanted and (event.get("type") == "DELETED" or changed):
-        await memo.api.apply(wanted[name])
+async def _restore_tier_role(memo: kopf.Memo, child: children.Child, kind: str) -> None:
+    try:
+        await memo.api.apply(copy.deepcopy(_TIER_ROLES[child.ref.name]))
         await audit.record(memo, tenant=None, action="clusterrole.restore", kind="ClusterRole",
-                           namespace=None, name=name,
-                           changes={"drift": "deleted" if event.get("type") == "DELETED"
-                                    else f"changed by {_last_writer(body)}"})
+                           namespace=None, name=child.ref.name,
+                           changes={"drift": "deleted" if kind == "DELETED"
+                                    else f"changed by {child.last_writer}"})
+    finally:
+        memo.drift_tasks.pop(f"ClusterRole {child.ref.name}", None)

@@ -8,7 +8,10 @@ refuses it, which is what makes selecting on them safe.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +29,32 @@ NAME_PREFIX = "tenantry-"
 # Kubernetes name limits: DNS labels (namespaces, label values) and DNS subdomains (most objects).
 MAX_LABEL_LENGTH = 63
 MAX_NAME_LENGTH = 253
+
+
+# What the operator last applied to a child, as a digest of the manifest: a resync compares it
+# with what the watches saw, and sends no apply that would change nothing (`stamped`).
+APPLIED_HASH_ANNOTATION = f"{common.GROUP}/applied-hash"
+
+
+def applied_hash(manifest: Mapping[str, Any]) -> str:
+    """A digest of a manifest as the operator applies it, its own stamp left out (pure)."""
+    metadata = dict(manifest.get("metadata") or {})
+    annotations = {key: value for key, value in (metadata.get("annotations") or {}).items()
+                   if key != APPLIED_HASH_ANNOTATION}
+    metadata.pop("annotations", None)
+    if annotations:
+        metadata["annotations"] = annotations
+    canonical = json.dumps({**manifest, "metadata": metadata}, sort_keys=True,
+                           separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def stamped(manifest: Mapping[str, Any]) -> Manifest:
+    """A copy of `manifest` carrying its `applied_hash` in an annotation (pure)."""
+    result = copy.deepcopy(dict(manifest))
+    result["metadata"].setdefault("annotations", {})[APPLIED_HASH_ANNOTATION] = \
+        applied_hash(manifest)
+    return result
 
 
 def tenant_labels(tenant_name: str) -> dict[str, str]:

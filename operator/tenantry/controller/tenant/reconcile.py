@@ -33,7 +33,9 @@ from tenantry.admission.violation import Violation
 from tenantry.controller import conditions, kubeapi
 from tenantry.controller.credential import custody
 from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.controller.tenant import children as child_view
 from tenantry.controller.tenant import desired, meta, namespaces, rbac
+from tenantry.controller.tenant.children import Children
 from tenantry.model import tenant
 
 logger = logging.getLogger(__name__)
@@ -60,23 +62,27 @@ _REPORT_LENGTH = 1024
 # Apply stages: isolation before access (see desired.py); roles before the bindings that point
 # at them (binding a role that does not exist yet fails RBAC's escalation check). Objects within
 # a stage go in parallel. The operator's own Secret binding goes with the fences (its ClusterRole
-# is shipped in manifests/, and the operator may bind it by name).
+# is shipped in manifests/, and the operator may bind it by name). The tenant's own view
+# ClusterRole lets nobody in until its binding exists, so it goes with the fences too: one
+# round trip fewer per pass than a stage of its own.
 _STAGE_OF_KIND = {"Namespace": 0, "NetworkPolicy": 1, "ResourceQuota": 1, "LimitRange": 1,
-                  "ClusterRole": 2, "RoleBinding": 3, "ClusterRoleBinding": 3}
+                  "ClusterRole": 1, "RoleBinding": 2, "ClusterRoleBinding": 2}
 _FENCE_STAGE = _STAGE_OF_KIND["NetworkPolicy"]
+_ACCESS_STAGE = _STAGE_OF_KIND["RoleBinding"]
 
 
 def _stage(obj: meta.Manifest) -> int:
     if rbac.is_operator_access(obj):
         return _FENCE_STAGE
-    return _STAGE_OF_KIND.get(obj["kind"], 3)
+    return _STAGE_OF_KIND.get(obj["kind"], _ACCESS_STAGE)
 
 
 # How many Tenants reconcile at once. Unbounded, a mass rollout (200 Tenants created together,
 # bench/bench_tenants.py) interleaves every tenant's stages, so nearly all of them turn Ready
 # only at the very end (create->Ready p50 close to p99 close to the whole run). Bounded, they
 # finish about in the order they came while the apiserver stays as busy: each pass sends up to
-# one stage of applies (six for a namespace) in parallel. Waiters are served first come first.
+# one stage of applies (the fences: nine for one namespace) in parallel. Waiters are served first
+# come first.
 MAX_CONCURRENT_RECONCILES = 16
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
     weakref.WeakKeyDictionary()
@@ -183,6 +189,8 @@ class Outcome:
     policies_checked: int = 0
     policies_unchecked: list[str] = dataclasses.field(default_factory=list)
     """Namespaces whose NetworkPolicies could not be listed, with the error."""
+    unchanged: int = 0
+    """Applies left out because the child was as the operator last applied it (resync)."""
 
     def fail(self, part: str, message: str) -> None:
         self.failures.setdefault(part, []).append(message)
@@ -218,7 +226,8 @@ def _labels(found: dict[str, Any] | None) -> dict[str, str] | None:
 
 
 async def claim_namespace(api: KubeApi, tenant_name: str, entry: tenant.TenantNamespace,
-                          mode: tenant.EnforcementMode) -> tuple[namespaces.Decision, str | None]:
+                          mode: tenant.EnforcementMode, *,
+                          assume_absent: bool = False) -> tuple[namespaces.Decision, str | None]:
     """Decide on one namespace and, to create or adopt it, take it atomically.
 
     Create is a plain POST (create-if-absent) and adoption an apply carrying the resourceVersion
@@ -226,9 +235,14 @@ async def claim_namespace(api: KubeApi, tenant_name: str, entry: tenant.TenantNa
     gets 409, re-reads and decides again from what the winner left (normally: owned by another
     tenant, a conflict). Returns the decision and, when this pass could not settle it, a failure
     message (the handler retries). Nothing else touches the namespace before its claim succeeds.
+
+    `assume_absent` (a Tenant's first pass, whose namespaces are normally new) skips the first
+    read and tries the create straight away: the POST is the same atomic claim, and its 409 sends
+    the loop back to reading and deciding as usual, so it decides nothing from the assumption.
     """
-    found = await api.get("v1", "Namespace", entry.name)
-    for _attempt in range(namespaces.CLAIM_ATTEMPTS):
+    found = None if assume_absent else await api.get("v1", "Namespace", entry.name)
+    # The optimistic create is not a decision from a read: it does not use up an attempt.
+    for _attempt in range(namespaces.CLAIM_ATTEMPTS + int(assume_absent)):
         decision = namespaces.decide(tenant_name, entry, _labels(found))
         if not decision.claims:
             return decision, None
@@ -251,10 +265,12 @@ async def claim_namespace(api: KubeApi, tenant_name: str, entry: tenant.TenantNa
     return lost, lost.message
 
 
-async def claim_namespaces(api: KubeApi, tenant_name: str, spec: tenant.TenantSpec) -> Outcome:
+async def claim_namespaces(api: KubeApi, tenant_name: str, spec: tenant.TenantSpec, *,
+                           assume_absent: bool = False) -> Outcome:
     """An Outcome holding the decision for every namespace of the spec, claims taken."""
     claims = await asyncio.gather(*(claim_namespace(api, tenant_name, entry,
-                                                    spec.pod_security.mode)
+                                                    spec.pod_security.mode,
+                                                    assume_absent=assume_absent)
                                     for entry in spec.namespaces))
     outcome = Outcome(decisions={})
     for entry, (decision, failure) in zip(spec.namespaces, claims, strict=True):
@@ -262,6 +278,17 @@ async def claim_namespaces(api: KubeApi, tenant_name: str, spec: tenant.TenantSp
         if failure:
             outcome.fail("Namespaces", failure)
     return outcome
+
+
+def _not_just_created(wanted: Sequence[meta.Manifest],
+                      outcome: Outcome) -> list[meta.Manifest]:
+    """`wanted` without the Namespaces this pass created: the claim's POST was exactly the
+    manifest `desired` holds (`namespaces.claim`), so applying it again right after would change
+    nothing and cost a round trip before the fences (the next pass applies it as usual)."""
+    created = {name for name, decision in outcome.decisions.items()
+               if decision.action is namespaces.Action.CREATE}
+    return [obj for obj in wanted
+            if not (obj["kind"] == "Namespace" and obj["metadata"]["name"] in created)]
 
 
 async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest],
@@ -282,7 +309,8 @@ async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest],
 
 
 async def _apply_all(api: KubeApi, tenant_name: str, objects: Sequence[meta.Manifest],
-                     outcome: Outcome) -> None:
+                     outcome: Outcome, children: Children | None = None) -> None:
+    """Apply `objects` stage by stage; with `children`, leave out what would not change."""
     stages: dict[int, list[meta.Manifest]] = {}
     for obj in objects:
         stages.setdefault(_stage(obj), []).append(obj)
@@ -290,6 +318,11 @@ async def _apply_all(api: KubeApi, tenant_name: str, objects: Sequence[meta.Mani
     for stage in sorted(stages):
         # Fences come in earlier stages, so by the access stage every failed fence is known.
         batch = desired.withhold_access(stages[stage], desired.unfenced(failed))
+        if children is not None:
+            changing = [obj for obj in batch
+                        if not child_view.unchanged(children.get(meta.ref(obj)), obj)]
+            outcome.unchanged += len(batch) - len(changing)
+            batch = changing
         failed += await _apply_stage(api, batch, outcome)
     gaps = desired.unfenced(failed)
     if gaps:
@@ -348,8 +381,11 @@ async def _revoke_access(api: KubeApi, tenant_name: str, namespace: str,
 
 
 async def _prune(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest],
-                 policy: tenant.DeletionPolicy, outcome: Outcome) -> None:
-    previous = await applied_children(api, tenant_name)
+                 policy: tenant.DeletionPolicy, outcome: Outcome,
+                 previous: Sequence[meta.ObjectRef] | None = None) -> None:
+    """Remove what was applied before (`previous`, else listed now) and is no longer wanted."""
+    if previous is None:
+        previous = await applied_children(api, tenant_name)
     plan = desired.prune(previous, wanted, policy)
     for ref in plan.delete:
         try:
@@ -367,26 +403,38 @@ async def _prune(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest]
 
 
 async def reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
-                    spec: tenant.TenantSpec, *, first_time: bool = False) -> Outcome:
+                    spec: tenant.TenantSpec, *, first_time: bool = False,
+                    children: Children | None = None, resync: bool = False) -> Outcome:
     """Make the cluster match `spec`; returns what happened (never raises for API refusals).
 
     `first_time` (no generation observed yet) skips pruning: nothing of an older spec can
-    exist, and listing seven kinds cluster-wide per new tenant dominates a mass rollout. At most
-    `MAX_CONCURRENT_RECONCILES` run at once; the others wait their turn.
+    exist, and listing seven kinds cluster-wide per new tenant dominates a mass rollout; and it
+    creates the namespaces without reading them first (`claim_namespace`). `children`, the
+    operator's watches of every child kind, tells pruning what was applied before without a
+    list (once they have listed; until then, and without them, it lists). `resync` (the
+    periodic pass, not a spec change or a drift) with `children` sends no apply whose child
+    the operator wrote last with the same stamp (`meta.stamped`): it would change nothing.
+    Any other writer's change is drift, applied over; a spec change or a drift correction
+    applies everything. At most `MAX_CONCURRENT_RECONCILES` run at once; the others wait.
     """
     async with reconcile_slots():
-        return await _reconcile(api, tenant_name, tenant_uid, spec, first_time=first_time)
+        return await _reconcile(api, tenant_name, tenant_uid, spec, first_time=first_time,
+                                children=children, resync=resync)
 
 
 async def _reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
-                     spec: tenant.TenantSpec, *, first_time: bool) -> Outcome:
-    outcome = await claim_namespaces(api, tenant_name, spec)
+                     spec: tenant.TenantSpec, *, first_time: bool,
+                     children: Children | None, resync: bool) -> Outcome:
+    outcome = await claim_namespaces(api, tenant_name, spec, assume_absent=first_time)
     granted = {name for name, decision in outcome.decisions.items() if decision.may_apply}
-    wanted = desired.desired_objects(tenant_name, tenant_uid, spec, granted=granted,
-                                     operator_namespace=custody.operator_namespace())
-    await _apply_all(api, tenant_name, wanted, outcome)
+    wanted = [meta.stamped(obj) for obj in desired.desired_objects(
+        tenant_name, tenant_uid, spec, granted=granted,
+        operator_namespace=custody.operator_namespace())]
+    await _apply_all(api, tenant_name, _not_just_created(wanted, outcome), outcome,
+                     children if resync else None)
     if not first_time:
-        await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome)
+        previous = children.applied(tenant_name) if children is not None else None
+        await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome, previous)
     await _check_tenant_policies(api, tenant_name, spec, granted, outcome)
     return outcome
 

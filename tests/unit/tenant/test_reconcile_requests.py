@@ -1,0 +1,153 @@
+"""What one reconciliation sends, in what order: the requests a mass rollout pays for per Tenant.
+
+A Tenant's first pass creates its namespace without reading it first and does not apply it again
+right after; every fence has answered before the first RoleBinding that lets people in is sent
+(and the tenant's view ClusterRole before the binding that points at it). A resync sends no apply
+for a child the watches saw as the operator last applied it, and lists nothing for pruning; a
+child someone else changed is applied over. The recording API below answers every call after
+yielding to the event loop, so requests of one stage interleave as they do against the apiserver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any, cast
+
+from tenantry.controller import kubeapi
+from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.tenant import children, desired, meta, reconcile
+from tenantry.controller.tenant.children import Children
+from tenantry.model.tenant import TenantSpec
+
+TENANT, UID = "acme", "uid-acme"
+
+
+class RecordingApi:
+    """Accepts everything; records ("start"|"end", verb, ref) around every call."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, meta.ObjectRef | str]] = []
+        self.namespaces: dict[str, dict[str, Any]] = {}
+
+    async def _call(self, verb: str, what: meta.ObjectRef | str) -> None:
+        self.log.append(("start", verb, what))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        self.log.append(("end", verb, what))
+
+    async def get(self, api_version: str, kind: str, name: str,
+                  namespace: str | None = None) -> dict[str, Any] | None:
+        await self._call("get", f"{kind} {name}")
+        found = self.namespaces.get(name) if kind == "Namespace" else None
+        return copy.deepcopy(found)
+
+    async def create(self, obj: dict[str, Any], **_: Any) -> dict[str, Any]:
+        await self._call("create", meta.ref(obj))
+        created = {**copy.deepcopy(obj), "metadata": {**obj["metadata"],
+                                                       "resourceVersion": "1"}}
+        self.namespaces[obj["metadata"]["name"]] = created
+        return created
+
+    async def apply(self, obj: dict[str, Any], **_: Any) -> dict[str, Any]:
+        await self._call("apply", meta.ref(obj))
+        return obj
+
+    async def list(self, api_version: str, kind: str, namespace: str | None = None,
+                   **_: Any) -> list[dict[str, Any]]:
+        await self._call("list", f"{kind} in {namespace or 'all namespaces'}")
+        return []
+
+    def sent(self, verb: str) -> list[Any]:
+        return [what for phase, v, what in self.log if phase == "start" and v == verb]
+
+    def index(self, phase: str, verb: str, ref: meta.ObjectRef) -> int:
+        return self.log.index((phase, verb, ref))
+
+
+class SeenAsApplied:
+    """A stand-in for the watches: every wanted child is as the operator last applied it,
+    except those in `changed_by` (ref -> the other writer)."""
+
+    def __init__(self, wanted: list[dict[str, Any]],
+                 changed_by: dict[meta.ObjectRef, str] | None = None) -> None:
+        self.seen: dict[meta.ObjectRef, children.Child] = {}
+        for obj in wanted:
+            stamped = meta.stamped(obj)
+            writer = (changed_by or {}).get(meta.ref(obj), kubeapi.FIELD_MANAGER)
+            stamped["metadata"]["managedFields"] = [
+                {"manager": writer, "operation": "Apply", "time": "2026-01-01T00:00:00Z"}]
+            self.seen[meta.ref(obj)] = children.reduce(obj["apiVersion"], obj["kind"])(stamped)
+
+    def get(self, ref: meta.ObjectRef) -> children.Child | None:
+        return self.seen.get(ref)
+
+    def applied(self, tenant_name: str) -> list[meta.ObjectRef]:
+        return sorted(self.seen)
+
+
+def _spec() -> TenantSpec:
+    return TenantSpec.model_validate({
+        "members": [{"kind": "User", "name": "alice", "role": "owner"},
+                    {"kind": "User", "name": "bob", "role": "member"}],
+        "namespaces": [{"name": "acme-prod"}, {"name": "acme-dev"}],
+        "network": {"egress": [{"cidr": "0.0.0.0/0", "ports": [{"port": 443}]}]}})
+
+
+async def test_a_first_pass_creates_then_fences_then_lets_people_in() -> None:
+    api = RecordingApi()
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        first_time=True)
+    assert not outcome.failures
+    wanted = desired.desired_objects(TENANT, UID, _spec())
+    namespaces = [meta.ref(o) for o in wanted if o["kind"] == "Namespace"]
+    # No read before the create, no apply of the namespace just created, no list.
+    assert api.sent("get") == [] and api.sent("list") == []
+    assert sorted(api.sent("create")) == sorted(namespaces)
+    assert sorted(api.sent("apply")) == sorted(meta.ref(o) for o in wanted
+                                               if o["kind"] != "Namespace")
+    fences = [meta.ref(o) for o in wanted
+              if desired.fenced_namespace(meta.ref(o)) and o["kind"] != "Namespace"]
+    access = [meta.ref(o) for o in wanted if desired.is_access(o)]
+    assert fences and access
+    last_fence = max(api.index("end", "apply", ref) for ref in fences)
+    last_create = max(api.index("end", "create", ref) for ref in namespaces)
+    assert all(api.index("start", "apply", ref) > last_create for ref in fences)
+    assert all(api.index("start", "apply", ref) > last_fence for ref in access)
+    [view_role] = [meta.ref(o) for o in wanted if o["kind"] == "ClusterRole"]
+    [view_binding] = [meta.ref(o) for o in wanted if o["kind"] == "ClusterRoleBinding"]
+    assert api.index("start", "apply", view_binding) > api.index("end", "apply", view_role)
+
+
+async def test_a_resync_sends_no_apply_that_would_change_nothing_and_lists_nothing_to_prune(
+        ) -> None:
+    api = RecordingApi()
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True)
+    api.log.clear()
+    wanted = desired.desired_objects(TENANT, UID, _spec())
+    seen = cast(Children, SeenAsApplied(wanted))
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        children=seen, resync=True)
+    assert not outcome.failures and outcome.unchanged == len(wanted)
+    assert api.sent("apply") == [] and api.sent("create") == []
+    # The namespaces are read to decide on them; only the tenant's own policies are listed.
+    assert sorted(api.sent("get")) == ["Namespace acme-dev", "Namespace acme-prod"]
+    assert sorted(api.sent("list")) == ["NetworkPolicy in acme-dev",
+                                        "NetworkPolicy in acme-prod"]
+
+
+async def test_a_resync_applies_over_what_someone_else_changed_and_a_spec_change_applies_all(
+        ) -> None:
+    api = RecordingApi()
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True)
+    wanted = desired.desired_objects(TENANT, UID, _spec())
+    quota = next(meta.ref(o) for o in wanted if o["kind"] == "ResourceQuota")
+    seen = cast(Children, SeenAsApplied(wanted, changed_by={quota: "kubectl-edit"}))
+    api.log.clear()
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen,
+                              resync=True)
+    assert api.sent("apply") == [quota]
+    # Not a resync (a spec change, a drift correction): everything is applied.
+    api.log.clear()
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen)
+    assert sorted(api.sent("apply")) == sorted(meta.ref(o) for o in wanted)
