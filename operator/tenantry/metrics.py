@@ -3,7 +3,8 @@
 Names follow Prometheus' conventions: a `tenantry_` prefix, base units (`_seconds`), `_total`
 on counters, histograms for durations. Labels are bounded and never carry a secret, a token or
 anything a tenant chooses (names of tenants, users or objects are not labels): `kind` is one of
-Tenantry's three kinds, `result` one of `succeeded`, `retrying`, `failed`.
+Tenantry's three kinds (or, for children, one of the kinds a Tenant is made of), `result` one of
+`succeeded`, `retrying`, `failed`, `target` one of a RotationPolicy's four targets.
 
 - `reconciliation(kind)` wraps a kopf handler: counts it by result and times it;
 - `DRIFT_CORRECTIONS`, `LEADER`, `LEADER_TRANSITIONS` are set where those happen;
@@ -48,6 +49,15 @@ DRIFT_CORRECTIONS = prometheus_client.Counter(
     "tenantry_operator_drift_corrections",
     "Tenants re-applied because one of their children was changed or deleted by someone else.",
     registry=REGISTRY)
+CHILDREN_APPLIED = prometheus_client.Counter(
+    "tenantry_operator_children_applied",
+    "Objects a Tenant's reconciliation server-side applied, by kind (Namespace, "
+    "NetworkPolicy, RoleBinding, ...); an apply skipped because nothing would change is "
+    "not counted.", ["kind"], registry=REGISTRY)
+CHILDREN_PRUNED = prometheus_client.Counter(
+    "tenantry_operator_children_pruned",
+    "Objects a Tenant's reconciliation deleted because its spec no longer asks for them, "
+    "by kind.", ["kind"], registry=REGISTRY)
 LEADER = prometheus_client.Gauge(
     "tenantry_operator_leader",
     "1 while this replica acts (it holds the Lease, or runs without leader election).",
@@ -152,6 +162,11 @@ ROTATION_STEPS = prometheus_client.Counter(
 ROTATION_WARNINGS = prometheus_client.Counter(
     "tenantry_rotation_warnings", "Warning Events of rotations, by reason (failed "
     "Credentials, keyring writes refused, invalid policies).", ["reason"], registry=REGISTRY)
+ROTATION_STEP_DURATION = prometheus_client.Histogram(
+    "tenantry_rotation_step_duration_seconds",
+    "How long one rotation step took (decide, record, write status, then its keyring write or "
+    "its batch of re-encryptions), by target.", ["target"], buckets=DURATION_BUCKETS,
+    registry=REGISTRY)
 KEY_VERSION_CREDENTIALS = prometheus_client.Gauge(
     "tenantry_key_version_credentials", "Credentials encrypted under each master key version, "
     "as the MasterKey policy last counted them.", ["version"], registry=REGISTRY)

@@ -11,7 +11,7 @@ from prometheus_client import parser
 
 from tests.conftest import Ledger, OperatorProcess
 from tests.e2e.conftest import TenantFactory, owner
-from tests.helpers import eventually, unique
+from tests.helpers import GROUP, VERSION, eventually, unique
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -77,6 +77,29 @@ def test_reconciliations_and_drift_corrections_are_counted(
 
     text, _, _ = scrape(operator)
     assert name not in text, "a tenant's name is a label value"
+
+
+def test_children_applied_and_pruned_are_counted_by_kind(
+        operator: OperatorProcess, admin_api: client.ApiClient, tenants: TenantFactory) -> None:
+    applied, pruned = ("tenantry_operator_children_applied_total",
+                       "tenantry_operator_children_pruned_total")
+    _, before, types = scrape(operator)
+    assert types["tenantry_operator_children_applied"] == "counter"
+    name = unique("children")
+    tenants(name, [name, f"{name}-b"], [owner(f"{name}-alice")], deletionPolicy="Delete")
+
+    _, after, _ = scrape(operator)
+    for kind in ("Namespace", "NetworkPolicy", "RoleBinding", "ResourceQuota"):
+        assert value(after, applied, kind=kind) >= value(before, applied, kind=kind) + 2, kind
+
+    # The second namespace leaves the spec: it and what was in it are deleted (Delete).
+    client.CustomObjectsApi(admin_api).patch_cluster_custom_object(
+        GROUP, VERSION, "tenants", name, {"spec": {"namespaces": [{"name": name}]}})
+    eventually(lambda: value(scrape(operator)[1], pruned, kind="Namespace")
+               > value(after, pruned, kind="Namespace"),
+               what="the pruned-children counter for Namespaces to rise")
+    text, _, _ = scrape(operator)
+    assert name not in text
 
 
 def test_the_ledger_spool_depth_rises_during_an_outage_and_drains(

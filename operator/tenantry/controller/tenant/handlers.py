@@ -88,6 +88,7 @@ def _failure_summary(outcome: reconcile.Outcome) -> str:
 @kopf.on.create(*TENANTS)
 @kopf.on.update(*TENANTS, field="spec")
 @metrics.reconciliation(tenant_model.KIND)
+@events.reported
 async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                            status: kopf.Status, body: kopf.Body, memo: kopf.Memo, reason: str,
                            **_: Any) -> None:
@@ -106,6 +107,7 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
 
 @kopf.timer(*TENANTS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=60)
 @metrics.reconciliation(tenant_model.KIND)
+@events.reported
 async def resync_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                         status: kopf.Status, body: kopf.Body, patch: kopf.Patch,
                         memo: kopf.Memo, **_: Any) -> None:
@@ -135,6 +137,7 @@ async def _record(memo: kopf.Memo, tenant_name: str, action: str, outcome: recon
 
 @kopf.on.delete(*TENANTS)
 @metrics.reconciliation(tenant_model.KIND)
+@events.reported
 async def finalize_tenant(name: str, spec: kopf.Spec, body: kopf.Body, memo: kopf.Memo,
                           **_: Any) -> None:
     outcome = await reconcile.finalize(memo.api, name,

@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from tenantry import metrics
 from tenantry.admission import networkpolicy
 from tenantry.admission.violation import Violation
 from tenantry.controller import conditions, kubeapi
@@ -252,6 +253,7 @@ async def claim_namespace(api: KubeApi, tenant_name: str, entry: tenant.TenantNa
                 await api.create(manifest, field_manager=kubeapi.FIELD_MANAGER)
             else:
                 await api.apply(manifest)
+            metrics.CHILDREN_APPLIED.labels("Namespace").inc()
         except ApiError as error:
             if error.status != 409:
                 message = (f"claiming namespace {entry.name}: {error.reason or error.status}: "
@@ -305,6 +307,8 @@ async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest],
             failed.append(meta.ref(obj))
         elif isinstance(result, BaseException):
             raise result
+        else:
+            metrics.CHILDREN_APPLIED.labels(str(obj["kind"])).inc()
     return failed
 
 
@@ -391,6 +395,7 @@ async def _prune(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest]
         try:
             if await api.delete(ref.api_version, ref.kind, ref.name, ref.namespace or None):
                 outcome.deleted.append(str(ref))
+                metrics.CHILDREN_PRUNED.labels(ref.kind).inc()
         except ApiError as error:
             outcome.fail(PART_OF_KIND.get(ref.kind, "RBAC"), f"deleting {ref}: {error}")
     for name in plan.release:
