@@ -2,29 +2,37 @@
 
 Starts its own throwaway PostgreSQL (`tenantry.devcluster.postgres.LocalPostgres`, fsync off as in
 the tests, so the figures measure the ledger's CPU and locking cost rather than the disk), runs
-every scenario twice in the same run — through `ledger.append_batch` (head lock, link check,
-RFC 8785 + SHA-256 in SQL) and as plain INSERTs of the same events into an unchained table with
-the same columns, as the same application role — and prints the ratio. Then measures
+every scenario twice in the same run — through `ledger.append_rows` (head lock, link check,
+SHA-256 of the entry's document in SQL, the head guard and NOTIFY triggers) and as plain INSERTs
+of the same events into an unchained table with the same columns, as the same application role —
+and prints the ratio, with the server's CPU per event on each side (from /proc: unlike the
+rates, not moved by other work on a shared machine). Two rows repeat the 16-chain scenarios
+with the NOTIFY trigger of ledger migration 3 disabled, to show what the live stream's
+notification costs. Then measures
 verification: walking the chain from the database, and offline over a JSON-lines export, each
 against simply reading the same rows.
 
 Each phase runs for a fixed time (``--seconds``, default 2.5), so the whole run stays under a
 minute. Usage: ``.venv/bin/python bench/bench_ledger.py [--seconds S] [--json]``; with ``--json``
 the figures go to standard output as one JSON object (the table then goes to standard error):
-``{"appends": {title: {"chained", "plain", "ratio"}}, "verification": {title: {"verify",
-"read", "ratio"}}, ...}``, rates in events per second.
+``{"appends": {title: {"chained", "plain", "ratio", "server_cpu_us_per_event": {"chained",
+"plain"}}}, "verification": {title: {"verify",
+"read", "ratio", "verify_per_cpu_second"}}, ...}``, rates in events per second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
+import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import asyncpg
@@ -152,16 +160,20 @@ def plain_batch(prebuilt: Prebuilt) -> Op:
     return op
 
 
-async def bench_verification(conn: asyncpg.Connection, chain: str) -> list[tuple[str, float,
-                                                                                    float]]:
-    """(what, verified events/s, read-only events/s) for the database walk and offline."""
+async def bench_verification(conn: asyncpg.Connection,
+                             chain: str) -> list[tuple[str, float, float, float]]:
+    """(what, verified events/s, read-only events/s, verified events per CPU second of this
+    process) for the database walk and offline. The last is what the machine's load does not
+    move: offline verification runs entirely in this process (the walk's server side does not
+    count there)."""
     started = time.perf_counter()
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         count = sum([1 async for _ in export.iter_rows(conn, chain)])
     read_rate = count / (time.perf_counter() - started)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = await verify.verify_chain(conn, chain)
     verify_rate = result.checked / (time.perf_counter() - started)
+    verify_cpu_rate = result.checked / (time.process_time() - cpu_started)
     assert result.ok and result.checked == count, result.describe()
 
     buffer = io.StringIO()
@@ -170,13 +182,78 @@ async def bench_verification(conn: asyncpg.Connection, chain: str) -> list[tuple
     started = time.perf_counter()
     rows = list(export.read_rows(lines))
     parse_rate = len(rows) / (time.perf_counter() - started)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     (offline,) = verify.verify_export(rows)
     offline_rate = offline.checked / (time.perf_counter() - started)
+    offline_cpu_rate = offline.checked / (time.process_time() - cpu_started)
     assert offline.ok
-    return [(f"database walk of {count} entries (stream + verify)", verify_rate, read_rate),
+    return [(f"database walk of {count} entries (stream + verify)", verify_rate, read_rate,
+             verify_cpu_rate),
             (f"offline export of {len(rows)} entries (verify parsed rows)", offline_rate,
-             parse_rate)]
+             parse_rate, offline_cpu_rate)]
+
+
+class ServerCpu:
+    """CPU seconds used so far by the PostgreSQL server (the postmaster and every process it
+    started), from /proc: per event, what the machine's load does not move, unlike the rates
+    (other work on a shared machine slows both sides of a ratio, but not evenly)."""
+
+    def __init__(self, postmaster_pid: int) -> None:
+        self._pid = postmaster_pid
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    def seconds(self) -> float:
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                pid, rest = stat.read_text().split(" ", 1)
+            except OSError:  # the process ended meanwhile
+                continue
+            fields = rest.rsplit(")", 1)[1].split()
+            if int(pid) == self._pid or int(fields[1]) == self._pid:  # ppid
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / self._tick
+
+
+async def measure_appends(figures: dict[str, Any], title: str, group: list[asyncpg.Connection],
+                          chained: Op, plain: Op, seconds: float, out: TextIO,
+                          server: ServerCpu | None) -> None:
+    """One row of the appends table: both sides, their ratio, and (on Linux) the server's CPU
+    per event of each, into `figures` and `out`."""
+    row: dict[str, Any] = {}
+    for side, op in (("chained", chained), ("plain", plain)):
+        started, cpu_started = time.perf_counter(), server.seconds() if server else 0.0
+        rate = row[side] = await timed(group, op, seconds)
+        if server is not None:
+            events = rate * (time.perf_counter() - started)
+            row.setdefault("server_cpu_us_per_event", {})[side] = (
+                (server.seconds() - cpu_started) / events * 1e6)
+    row["ratio"] = row["chained"] / row["plain"]
+    figures["appends"][title] = row
+    cpu = row.get("server_cpu_us_per_event")
+    print(f"{title:<64}{row['chained']:>10.0f}{row['plain']:>10.0f}{row['ratio']:>15.2f}"
+          + (f"{cpu['chained']:>22.0f}{cpu['plain']:>8.0f}" if cpu else ""), file=out)
+
+
+def server_cpu(data_directory: str) -> ServerCpu | None:
+    """The server's CPU meter, when it runs on this (Linux) machine, as LocalPostgres does."""
+    try:
+        pid = int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+    return ServerCpu(pid) if Path(f"/proc/{pid}/stat").exists() else None
+
+
+@contextlib.asynccontextmanager
+async def notify_trigger_disabled(dsn_admin: str) -> AsyncIterator[None]:
+    """The ledger without its NOTIFY trigger for the block (enabled again afterwards)."""
+    admin = await asyncpg.connect(dsn_admin)
+    try:
+        await admin.execute("ALTER TABLE ledger.chain_heads DISABLE TRIGGER chain_heads_notify")
+        yield
+    finally:
+        await admin.execute("ALTER TABLE ledger.chain_heads ENABLE TRIGGER chain_heads_notify")
+        await admin.close()
 
 
 async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
@@ -188,6 +265,7 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
     await admin.execute(_PLAIN_TABLE)
     await admin.execute(f"GRANT SELECT, INSERT ON public.plain_log TO {APP_ROLE}")
     version = await admin.fetchval("SHOW server_version")
+    server = server_cpu(await admin.fetchval("SHOW data_directory"))
     await admin.close()
 
     conns = [await asyncpg.connect(dsn_app) for _ in range(16)]
@@ -225,23 +303,28 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
                                    "verification": {}}
         print(f"tenantry ledger benchmark - PostgreSQL {version}, fsync off, "
               f"{seconds:g} s per measurement", file=out)
-        print(f"{'appends (events/s)':<52}{'chained':>10}{'plain':>10}{'chained/plain':>15}",
-              file=out)
+        print(f"{'appends (events/s)':<64}{'chained':>10}{'plain':>10}{'chained/plain':>15}"
+              f"{'server CPU us/event: chained':>30}{'plain':>7}", file=out)
         for title, group, chained, plain in scenarios:
-            chained_rate = await timed(group, chained, seconds)
-            plain_rate = await timed(group, plain, seconds)
-            figures["appends"][title] = {"chained": chained_rate, "plain": plain_rate,
-                                         "ratio": chained_rate / plain_rate}
-            print(f"{title:<52}{chained_rate:>10.0f}{plain_rate:>10.0f}"
-                  f"{chained_rate / plain_rate:>15.2f}", file=out)
+            await measure_appends(figures, title, group, chained, plain, seconds, out,
+                                  server)
+        # What migration 3's NOTIFY per head move costs (it is delivered at commit, under a
+        # lock every notifying transaction of the cluster takes in turn): the 16-chain rows
+        # again with its trigger disabled, by the superuser in this throwaway database.
+        async with notify_trigger_disabled(dsn_admin):
+            for title, group, chained, plain in scenarios[1:2] + scenarios[4:5]:
+                await measure_appends(figures, f"{title}, NOTIFY off", group, chained, plain,
+                                      seconds, out, server)
 
-        print(f"\n{'verification (events/s)':<62}{'verify':>10}{'read':>10}{'verify/read':>13}",
-              file=out)
-        for title, verify_rate, read_rate in await bench_verification(conns[0], "acme"):
+        print(f"\n{'verification (events/s)':<62}{'verify':>10}{'read':>10}{'verify/read':>13}"
+              f"{'verify/CPU s':>14}", file=out)
+        for title, verify_rate, read_rate, cpu_rate in await bench_verification(conns[0],
+                                                                                "acme"):
             figures["verification"][title] = {"verify": verify_rate, "read": read_rate,
-                                              "ratio": verify_rate / read_rate}
+                                              "ratio": verify_rate / read_rate,
+                                              "verify_per_cpu_second": cpu_rate}
             print(f"{title:<62}{verify_rate:>10.0f}{read_rate:>10.0f}"
-                  f"{verify_rate / read_rate:>13.2f}", file=out)
+                  f"{verify_rate / read_rate:>13.2f}{cpu_rate:>14.0f}", file=out)
         results = await verify.verify_all(conns[0])
         assert all(r.ok for r in results), [r.describe() for r in results if not r.ok]
         figures["verified_chains"] = len(results)

@@ -1,17 +1,20 @@
 """The fast canonical encoder is RFC 8785, byte for byte: property tests against `rfc8785`.
 
-`hashing.canonical_json` and `LedgerRow.compute_hash` take a fast path (the C encoder of the
-`json` module, a walk of the value, one scan of the output) and fall back to the `rfc8785`
-reference for anything that path cannot vouch for. Generated values aim at every place where the
-two could part: floats and integers at and beyond 2**53, control characters and escapes, U+2028,
-characters beyond U+FFFF in keys (UTF-16 order is not code point order there), lone surrogates,
-NUL, deep nesting. On every one the result must be the reference's, or the same refusal.
+`hashing.canonical_json` and `LedgerRow.compute_hash` take a fast path (orjson with sorted
+keys, a walk of the value, one scan of the output) and fall back to the `rfc8785` reference for
+anything that path cannot vouch for; reading takes orjson's parse when the value it builds is
+plain, `parse_json` (the number semantics of the hash) otherwise. Generated values aim at every
+place where the two could part: floats and integers at and beyond 2**53, control characters and
+escapes, U+2028, characters beyond U+FFFF in keys (UTF-16 order is not code point order there),
+lone surrogates, NUL, deep nesting. On every one the result must be the reference's, or the same
+refusal.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from typing import Any
 
 import pytest
@@ -126,11 +129,11 @@ def test_typical_entries_take_the_fast_path() -> None:
         resource_name="acme", changes={"spec.quotas.cpu": {"from": "4", "to": "8"}, "n": 3},
         source_ip="10.0.0.1", request_id="r1", component="admission", prev_hash="ab" * 32,
         hash="")
-    assert hashing._fast_entry_text(row) is not None
+    assert hashing._fast_entry_bytes(row) is not None
     assert row.compute_hash() == hashlib.sha256(rfc8785.dumps(row.document())).hexdigest()
     # A float anywhere sends the entry to the reference, and it still hashes the same.
     floaty = dataclasses.replace(row, changes={"ratio": 0.5})
-    assert hashing._fast_entry_text(floaty) is None
+    assert hashing._fast_entry_bytes(floaty) is None
     assert floaty.compute_hash() == hashlib.sha256(
         rfc8785.dumps(floaty.document())).hexdigest()
 
@@ -146,3 +149,18 @@ def test_rows_read_back_from_export_lines_hash_as_the_reference(row: hashing.Led
     reference = _reference(again.document())
     assert reference is not None
     assert again.compute_hash() == hashlib.sha256(reference).hexdigest() == again.hash
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_json, st.booleans())
+@example({"big": 2**53, "bigger": 2**64, "huge": 10**30, "f": 1.0, "z": -0.0}, False)
+@example({"s": "\ud800", "\udfff": [1e300, 5e-324]}, True)
+def test_reading_json_gives_the_values_the_reference_parser_gives(value: Any,
+                                                                  ascii_only: bool) -> None:
+    """The fast read of an export line or a jsonb column is `parse_json`'s, to the type of every
+    number (an integer beyond 2**53 means the nearest double), and says "plain" only when it
+    is (then compute_hash skips its walk)."""
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    fast, plain = hashing._parse_json_exact(text)
+    assert repr(fast) == repr(hashing.parse_json(text))
+    assert plain == hashing._plain(fast)
