@@ -15,14 +15,19 @@ One run, one local control plane, one PostgreSQL, one operator, one webhook:
   - end to end: N more Credentials created with the operator running, creates/s and
     create->Ready p50/p99 (Ready as seen on a watch), and the time until the last is Ready.
 Values are sealed before timing starts. Prints creates/s of each and the ratios against the
-baseline. `--concurrency C` splits the creates over C connections of the same client (default
-1: one request at a time, as `kubectl apply` sends them).
+baseline, and what the end-to-end phase cost per Credential: apiserver requests (the client's
+create, the operator's reads and writes) and CPU time of the apiserver, etcd, the operator and
+the webhook, which the load of a shared machine does not move as it moves the ratio.
+`--concurrency C` splits the creates over C connections of the same client (default 1: one
+request at a time, as `kubectl apply` sends them).
 
     .venv/bin/python bench/bench_credentials.py [--credentials 200] [--concurrency 1] [--json]
 
 With --json the figures go to standard output as one JSON object (the table to standard error):
 {"baseline": {"creates_per_s"}, "admission": {"creates_per_s", "ratio", "operator_drain_per_s"},
- "credentials": {"creates_per_s", "ready_p50_s", "ready_p99_s", "all_ready_s"}, "ratio", ...}
+ "credentials": {"creates_per_s", "ready_p50_s", "ready_p99_s", "all_ready_s",
+ "requests_per_credential": {"VERB resource": n}, "cpu_ms_per_credential": {process: ms}},
+ "ratio", ...}
 ("ratio": end to end against the baseline).
 """
 
@@ -46,6 +51,7 @@ from typing import Any, TextIO, cast
 
 from kubernetes import client, watch
 
+import apiserver_cost
 from tenantry import kube
 from tenantry.controller.credential import custody
 from tenantry.crypto import cli as crypto_cli
@@ -306,12 +312,21 @@ def run(count: int, concurrency: int, out: TextIO) -> dict[str, Any]:
             ready = ReadyWatch(plane, [name for name, _ in running])
             ready.start()
             time.sleep(0.5)
+            counters = kube.api_client(plane.admin_kubeconfig)
+            requests_before = apiserver_cost.snapshot(counters)
+            cpu = apiserver_cost.Cpu({
+                **{p.name: p.pid for p in plane.processes()
+                   if p.name in ("kube-apiserver", "etcd")},
+                "operator": operator.pid, "webhook": processes[1].pid})
             created: dict[int, float] = {}
             started = time.perf_counter()
             cred_seconds = create_all(plane, CREDENTIALS_PATH, [body for _, body in running],
                                       concurrency, created)
             ready.wait(600)
             ready.close()
+            requests_after = apiserver_cost.snapshot(counters)
+            cpu_text, cpu_ms = cpu.describe(count), cpu.per_object(count)
+            counters.close()
             last_ready = max(ready.ready.values()) - started
             base_seconds += create_all(plane, CONFIGMAPS_PATH, after, concurrency)
         finally:
@@ -327,7 +342,10 @@ def run(count: int, concurrency: int, out: TextIO) -> dict[str, Any]:
         "admission": {"creates_per_s": admission_rate, "ratio": admission_rate / base_rate,
                       "operator_drain_per_s": count / drain_seconds},
         "credentials": {"creates_per_s": cred_rate, "ready_p50_s": p50, "ready_p99_s": p99,
-                        "all_ready_s": last_ready},
+                        "all_ready_s": last_ready,
+                        "requests_per_credential": apiserver_cost.as_json(
+                            requests_before, requests_after, count),
+                        "cpu_ms_per_credential": cpu_ms},
         "ratio": cred_rate / base_rate,
     }
     print(f"{count} sealed Credentials, one client, {concurrency} connection(s), "
@@ -340,6 +358,10 @@ def run(count: int, concurrency: int, out: TextIO) -> dict[str, Any]:
           f"ratio {cred_rate / base_rate:.2f}", file=out)
     print(f"  create->Ready (operator running):   p50 {p50:.3f} s, p99 {p99:.3f} s; "
           f"all Ready after {last_ready:.1f} s", file=out)
+    print("  apiserver requests per Credential (operator running):\n    " + apiserver_cost
+          .describe(requests_before, requests_after, count).replace("\n", "\n    "),
+          file=out)
+    print(f"    {cpu_text}", file=out)
     return figures
 
 

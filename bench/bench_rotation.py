@@ -4,21 +4,29 @@ One run, one local control plane, the operator as shipped (audit ledger on):
   1. setup: N sealed Credentials in one tenant namespace, encrypted by the operator;
   2. baseline: N Secrets of the same size server-side applied directly with one async client
      (25 at a time, the rotation's batch size): what the apiserver takes from a perfect client;
+     half before the rotation and half after, so that drift in machine load (other work on a
+     shared machine) hits both sides alike;
   3. rotation: a new master key version is added and promoted in the operator's keyring file,
      then a RotationPolicy (target Credentials) is triggered; the time from the trigger to
      Ready=True RotationSucceeded. Each Credential goes through the Credential controller's own
-     reconcile (read Credential, Tenant, Namespace and Secret; verify; encrypt; apply; status;
-     Event; ledger entry), which is what the ratio prices.
+     reconcile (verify the Secret as last written, from memory while its watch has seen no other
+     version; encrypt; apply bound to that version; status; ledger entry; the Event is one per
+     batch, on the policy), which is what the ratio prices.
 Throughout both a reader decrypts every Credential's ciphertext Secret, round after round, with
 the keyring file (as a consumer of the mounted keyring does), so both compete with the same read
-load; it counts failed reads, which must be 0 (the bench exits 1 otherwise).
+load; it counts failed reads, which must be 0 (the bench exits 1 otherwise). The apiserver's
+request counters say what the rotation sent per Credential (writes; the reads include the
+reader's two per read), and the CPU time of the apiserver, etcd and the operator what each
+phase cost per object, which the load of a shared machine does not move as it moves the ratio.
 
     .venv/bin/python bench/bench_rotation.py [--credentials 1000] [--json]
 
 `--credentials 10000` is the large option (about ten times as long). With --json the figures go
 to standard output as one JSON object (the table to standard error): {"credentials",
-"baseline": {"secrets_per_s"}, "rotation": {"reencrypted_per_s", "seconds"}, "ratio",
-"reader": {"reads", "reads_during_rotation", "failed"}}.
+"baseline": {"secrets_per_s"}, "rotation": {"reencrypted_per_s", "seconds",
+"requests_per_credential": {"VERB resource": n}, "cpu_ms_per_credential": {process: ms}},
+"ratio", "reader": {"reads", "reads_during_rotation", "failed"}} (the baseline also has
+"cpu_ms_per_secret").
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from typing import Any, cast
 
 from kubernetes import client
 
+import apiserver_cost
 from tenantry import kube
 from tenantry.controller.credential import ciphertext, custody
 from tenantry.controller.kubeapi import KubeApi
@@ -110,8 +119,10 @@ def _encrypted(custom: client.CustomObjectsApi, version: str | None = None) -> i
                    f"{version}.")))
 
 
-async def baseline(kubeconfig: Path, template: dict[str, str], count: int) -> float:
-    """Seconds to server-side apply N Secrets like the ciphertext ones, 25 at a time."""
+async def baseline(kubeconfig: Path, template: dict[str, str], count: int,
+                   first: int = 0) -> float:
+    """Seconds to server-side apply N Secrets like the ciphertext ones, 25 at a time (named
+    from `first` on)."""
     api = await KubeApi.from_kubeconfig(str(kubeconfig))
     limit = asyncio.Semaphore(CONCURRENCY)
 
@@ -123,7 +134,7 @@ async def baseline(kubeconfig: Path, template: dict[str, str], count: int) -> fl
                              "data": template})
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(i) for i in range(count)))
+    await asyncio.gather(*(one(i) for i in range(first, first + count)))
     elapsed = time.perf_counter() - started
     await api.close()
     return elapsed
@@ -234,11 +245,25 @@ def main() -> None:
             reader = Reader(plane.admin_kubeconfig, ring_path, tenant, values)
             reader.start()
             try:
-                base_seconds = asyncio.run(baseline(plane.admin_kubeconfig,
-                                                    dict(sample.data), count))
+                template, half = dict(sample.data), count // 2
+                pids = {**{p.name: p.pid for p in plane.processes()
+                           if p.name in ("kube-apiserver", "etcd")}, "operator": operator.pid}
+                base_cpu = apiserver_cost.Cpu(pids)
+                base_seconds = asyncio.run(baseline(plane.admin_kubeconfig, template, half))
+                base_cpu_ms = base_cpu.per_object(half)
                 rotation_reads = reader.reads
+                requests_before = apiserver_cost.snapshot(api)
+                rotation_cpu = apiserver_cost.Cpu(pids)
                 rotation_seconds, new = rotate(api, ring_path, count)
+                rotation_cpu_text = rotation_cpu.describe(count)
+                rotation_cpu_ms = rotation_cpu.per_object(count)
+                requests_after = apiserver_cost.snapshot(api)
                 rotation_reads = reader.reads - rotation_reads
+                base_cpu = apiserver_cost.Cpu(pids)
+                base_seconds += asyncio.run(baseline(plane.admin_kubeconfig, template,
+                                                     count - half, first=half))
+                base_cpu_ms = {name: (ms + base_cpu.per_object(count - half)[name]) / 2
+                               for name, ms in base_cpu_ms.items()}
             finally:
                 reader.stop.set()
                 reader.join(60)
@@ -253,13 +278,21 @@ def main() -> None:
     print(f"rotation to {new}          : {rotation_rate:7.1f} re-encrypted/s "
           f"({rotation_seconds:.1f} s)", file=out)
     print(f"ratio rotation/baseline     : {ratio:.2f}", file=out)
+    print("apiserver requests per Credential during the rotation:\n  " + apiserver_cost
+          .describe(requests_before, requests_after, count).replace("\n", "\n  "), file=out)
+    print(f"per Credential re-encrypted: {rotation_cpu_text}; per Secret of the baseline: "
+          + ", ".join(f"{name} {ms:.1f}" for name, ms in base_cpu_ms.items()), file=out)
     print(f"reader (during the rotation): {reader.reads} reads ({rotation_reads}), "
           f"{reader.failed} failed"
           + (f" ({'; '.join(reader.first_failures)})" if reader.failed else ""), file=out)
     if args.json:
-        json.dump({"credentials": count, "baseline": {"secrets_per_s": base_rate},
+        json.dump({"credentials": count, "baseline": {"secrets_per_s": base_rate,
+                                                      "cpu_ms_per_secret": base_cpu_ms},
                    "rotation": {"reencrypted_per_s": rotation_rate,
-                                "seconds": rotation_seconds},
+                                "seconds": rotation_seconds,
+                                "requests_per_credential": apiserver_cost.as_json(
+                                    requests_before, requests_after, count),
+                                "cpu_ms_per_credential": rotation_cpu_ms},
                    "ratio": ratio, "reader": {"reads": reader.reads,
                                               "reads_during_rotation": rotation_reads,
                                               "failed": reader.failed}},

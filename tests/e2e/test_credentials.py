@@ -143,6 +143,18 @@ def _events(api: client.ApiClient, namespace: str, name: str) -> list[tuple[str,
             if e.involved_object.kind == "Credential"]
 
 
+def _posted(api: client.ApiClient, namespace: str, name: str, reason: str,
+            containing: str = "") -> list[tuple[str, str, str]]:
+    """The Credential's Events once one with `reason` (and `containing` in its message) is
+    among them: the operator posts Events in the background, just after the status they go
+    with, so a test that has seen the status may list them a moment too early."""
+    def found() -> list[tuple[str, str, str]] | None:
+        events = _events(api, namespace, name)
+        return events if any(r == reason and containing in m for _, r, m in events) else None
+
+    return eventually(found, what=f"Event {reason} on Credential {namespace}/{name}")
+
+
 def _ciphertext(api: client.ApiClient, namespace: str, name: str) -> client.V1Secret:
     return client.CoreV1Api(api).read_namespaced_secret(f"tenantry-credential-{name}", namespace)
 
@@ -190,6 +202,9 @@ def test_sealed_credential_is_stored_only_as_ciphertext_under_the_tenants_key(
     assert key_id.startswith(f"{ring.primary}.")
     assert (status["keys"], status["encryptionGeneration"]) == (["token"], 1)
     assert "1 field(s) (token) stored encrypted" in conditions_of(obj)["Ready"]["message"]
+    # No finalizer: deleting a Credential never waits for the operator (its Secret goes with
+    # it, by garbage collection).
+    assert not obj["metadata"].get("finalizers")
 
     secret = _ciphertext(admin_api, namespace, "payments-api")
     assert secret.type == ENCRYPTED
@@ -202,7 +217,8 @@ def test_sealed_credential_is_stored_only_as_ciphertext_under_the_tenants_key(
                  secret.data["token"]) == token.encode()  # the trailing newline was dropped
     assert token not in json.dumps(admin_api.sanitize_for_serialization(secret))
     assert ("Normal", "Encrypted") in [(t, r) for t, r, _ in
-                                       _events(admin_api, namespace, "payments-api")]
+                                       _posted(admin_api, namespace, "payments-api",
+                                               "Encrypted")]
 
     # Tenants can use Credentials, but never touch the operator's ciphertext Secret.
     core = client.CoreV1Api(alice)
@@ -282,7 +298,7 @@ def test_imported_secret_is_encrypted_then_deleted_or_emptied(
     stored = _ciphertext(admin_api, namespace, "smtp").data
     assert _open(admin_api, ring, _tenant_uid(tenant), namespace, "smtp", "password", 1,
                  stored["password"]) == smtp_password.encode()
-    reasons = [r for _, r, _ in _events(admin_api, namespace, "smtp")]
+    reasons = [r for _, r, _ in _posted(admin_api, namespace, "smtp", "SourceSecretDeleted")]
     assert "Encrypted" in reasons and "SourceSecretDeleted" in reasons
 
     # sourcePolicy Empty with keys: only the imported key is removed from the source.
@@ -412,7 +428,8 @@ def test_ciphertext_copied_from_another_tenant_is_detected_and_restored(
     obj = _ready(admin_api, b, "api", reason="Restored", generation=2)
     message = conditions_of(obj)["Ready"]["message"]
     assert "restored after tampering" in message and "another tenant's key" in message
-    warnings = [m for t, r, m in _events(admin_api, b, "api") if r == "TamperDetected"]
+    warnings = [m for t, r, m in _posted(admin_api, b, "api", "TamperDetected")
+                if r == "TamperDetected"]
     assert warnings and "field 'token' is under another tenant's key" in warnings[0]
     restored = _ciphertext(admin_api, b, "api").data["token"]
     assert restored != stolen
@@ -470,7 +487,8 @@ def test_edited_or_deleted_ciphertext_is_detected_reported_and_restored(
     _ready(admin_api, name, "sealed", reason="Restored", generation=3)
     assert _ciphertext(admin_api, name, "sealed").data
 
-    warnings = [m for t, r, m in _events(admin_api, name, "sealed") if r == "TamperDetected"]
+    warnings = [m for t, r, m in _posted(admin_api, name, "sealed", "TamperDetected",
+                                         "was deleted") if r == "TamperDetected"]
     assert any("was deleted" in m for m in warnings)
     assert any("does not authenticate" in m and "last written by" in m for m in warnings)
     entries = eventually(lambda: (lambda es: es if len(es) >= 3 else None)(
@@ -530,7 +548,8 @@ def test_a_recreated_credential_cannot_open_its_predecessors_envelopes(
     message = conditions_of(refused)["Ready"]["message"]
     assert "field 'token' does not authenticate" in message
     assert "secretRef" not in (refused.get("status") or {})  # never adopted as its own
-    warnings = [m for t, r, m in _events(admin_api, name, "db") if r == "TamperDetected"]
+    warnings = [m for t, r, m in _posted(admin_api, name, "db", "TamperDetected")
+                if r == "TamperDetected"]
     assert any("does not authenticate" in m for m in warnings)
     assert value not in json.dumps(refused)
 

@@ -13,8 +13,18 @@ The steps, each a pure decision around a little I/O:
 
 `reconcile` never raises for an API refusal or a bad input: it returns an `Outcome`, from which
 `status_of`, `events` and `audit_entries` (pure) derive what the handlers write. Running it again
-changes nothing once the Secret is in place, which is what lets kopf retry it and the timer and
+changes nothing once the Secret is in place, which is what lets kopf retry it and the resync and
 the Secret watch re-run it.
+
+Reads it can be spared. The handlers keep, from watches they run anyway, the namespace and its
+Tenant (`watches.Directory`) and the ciphertext Secret as the operator last wrote or verified it
+(`cached`, offered only while the Secret watch has seen no other version since), and whether
+the watch lists no Secret at all for a Credential that never had one (`absent`). Each is only a
+shortcut: a directory that cannot say yes is asked again of the API; every write of the Secret
+carries the resourceVersion its content was verified at, and the first one is a create, so a
+Secret changed since (a cached copy out of date, a change between a read and the write) or
+there after all is refused by the apiserver (409) and the reconciliation starts again from a
+fresh read; nothing is written over a Secret that was not verified first.
 
 Generations. `status.encryptionGeneration` is bound into every envelope and bumped on each
 write, so an envelope from before a change (or a restore) never opens again. The operator writes
@@ -31,12 +41,13 @@ from typing import Any
 
 import pydantic
 
+from tenantry import listwatch
 from tenantry.controller import conditions
-from tenantry.controller.credential import ciphertext, inputs
+from tenantry.controller.credential import ciphertext, inputs, watches
 from tenantry.controller.credential.custody import KeySource
 from tenantry.controller.credential.plaintext import Fields, same
 from tenantry.controller.credential.problems import Problem, Reason
-from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.controller.kubeapi import FIELD_MANAGER, ApiError, KubeApi
 from tenantry.crypto import errors
 from tenantry.model import common, credential, tenant
 
@@ -219,6 +230,8 @@ class Outcome:
     snapshot: ciphertext.Snapshot | None = None
     written_version: str | None = None
     """resourceVersion of the ciphertext Secret this reconciliation wrote, if it wrote one."""
+    secret: dict[str, Any] | None = None
+    """The ciphertext Secret as this reconciliation wrote it or verified it intact (`kept`)."""
 
     @property
     def retry(self) -> bool:
@@ -261,6 +274,12 @@ def status_of(outcome: Outcome, generation: int | None,
     return status
 
 
+def status_unchanged(status: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+    """Whether merging `status` into `previous` would change nothing, so need not be sent
+    (pure): a resync that finds everything in place writes nothing."""
+    return all((previous or {}).get(key) == value for key, value in status.items())
+
+
 def _previous_reason(previous: Mapping[str, Any] | None) -> str | None:
     for condition in (previous or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
@@ -268,14 +287,19 @@ def _previous_reason(previous: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def events(outcome: Outcome, previous: Mapping[str, Any] | None) -> list[tuple[str, str, str]]:
+def events(outcome: Outcome, previous: Mapping[str, Any] | None, *,
+           announce_reencryption: bool = True) -> list[tuple[str, str, str]]:
     """(type, reason, message) of the Kubernetes Events to post (pure). Problems are posted when
-    they first appear, not on every retry."""
+    they first appear, not on every retry. `announce_reencryption` False: a routine
+    re-encryption (not a restore) gets no Event, for a caller that announces it otherwise (a
+    rotation, once per batch on its policy); everything else is posted all the same."""
     posted: list[tuple[str, str, str]] = []
     stored = outcome.stored
     if outcome.tamper is not None:
         posted.append(("Warning", "TamperDetected", outcome.tamper))
-    if outcome.action is not None and stored is not None:
+    routine = outcome.action == REENCRYPT and not outcome.restored
+    if outcome.action is not None and stored is not None and (announce_reencryption
+                                                              or not routine):
         reason = ("Restored" if outcome.restored
                   else "Reencrypted" if outcome.action == REENCRYPT else "Encrypted")
         posted.append(("Normal", reason, (
@@ -328,7 +352,14 @@ def _validation_problem(error: pydantic.ValidationError) -> Problem:
     return Problem(Reason.INVALID_SPEC, f"spec does not validate: {details}")
 
 
-async def find_tenant(api: KubeApi, namespace: str) -> ciphertext.TenantRef | Problem:
+async def find_tenant(api: KubeApi, namespace: str, directory: watches.Directory | None = None
+                      ) -> ciphertext.TenantRef | Problem:
+    """The namespace's Tenant: from `directory` when it knows it, else read from the API (also
+    for every problem, so a refusal never rests on a watch that lags)."""
+    if directory is not None:
+        found = tenant_of(namespace, *directory.lookup(namespace))
+        if not isinstance(found, Problem):
+            return found
     namespace_obj = await api.get("v1", "Namespace", namespace)
     labels = ((namespace_obj or {}).get("metadata") or {}).get("labels") or {}
     tenant_name = labels.get(common.TENANT_LABEL)
@@ -337,17 +368,54 @@ async def find_tenant(api: KubeApi, namespace: str) -> ciphertext.TenantRef | Pr
     return tenant_of(namespace, namespace_obj, tenant_obj)
 
 
+class StaleSecret(Exception):
+    """The ciphertext Secret changed after it was verified (a write refused with 409)."""
+
+
+def _at_version(obj: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """`obj` to apply only over that resourceVersion (None: whatever is there, or nothing)."""
+    if version is None:
+        return obj
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": version}}
+
+
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return None if obj is None else listwatch.version_of(obj)
+
+
+def kept(secret: Mapping[str, Any]) -> dict[str, Any]:
+    """What is kept of a ciphertext Secret between reconciliations: all but managedFields."""
+    meta = {k: v for k, v in (secret.get("metadata") or {}).items() if k != "managedFields"}
+    return {**secret, "metadata": meta}
+
+
 async def _apply_secret(api: KubeApi, existing: Mapping[str, Any] | None,
-                        desired: dict[str, Any]) -> str | None:
-    """Server-side apply; data keys someone else added are taken over, then dropped. Returns
-    the resourceVersion written."""
-    foreign = [key for key in ciphertext.data_keys(existing) if key not in desired["data"]]
-    if foreign:
-        # Apply only removes fields this manager owns: own them first (force), then leave them.
-        await api.apply({**desired, "data": {**desired["data"], **dict.fromkeys(foreign, "")}})
-    written = await api.apply(desired)
-    version = (written.get("metadata") or {}).get("resourceVersion")
-    return str(version) if version is not None else None
+                        desired: dict[str, Any], *, create: bool = False) -> dict[str, Any]:
+    """Server-side apply over the version verified (`existing`'s); data keys someone else
+    added are taken over, then dropped. `create`: none was found, so create it (refused if
+    there is one after all). Returns the Secret written; StaleSecret if it changed since it was
+    verified, or exists though it was not found."""
+    version = _version(existing)
+    if create and existing is None:
+        try:
+            return await api.create(desired, field_manager=FIELD_MANAGER)
+        except ApiError as error:
+            if error.status == 409:
+                raise StaleSecret from None
+            raise
+    try:
+        foreign = [key for key in ciphertext.data_keys(existing) if key not in desired["data"]]
+        if foreign:
+            # Apply only removes fields this manager owns: own them first (force), then leave
+            # them.
+            taken = await api.apply(_at_version(
+                {**desired, "data": {**desired["data"], **dict.fromkeys(foreign, "")}}, version))
+            version = _version(taken)
+        return await api.apply(_at_version(desired, version))
+    except ApiError as error:
+        if error.status == 409 and version is not None:
+            raise StaleSecret from None
+        raise
 
 
 def _api_problem(reason: Reason, doing: str, error: ApiError) -> Problem:
@@ -413,8 +481,34 @@ def _status_generation(status: Mapping[str, Any]) -> int | None:
 
 
 async def reconcile(api: KubeApi, keys: KeySource, body: Mapping[str, Any],
-                    snapshot: ciphertext.Snapshot | None = None) -> Outcome:
-    """Bring one Credential's ciphertext Secret in line with its spec; see the module docs."""
+                    snapshot: ciphertext.Snapshot | None = None, *,
+                    directory: watches.Directory | None = None,
+                    cached: Mapping[str, Any] | None = None, absent: bool = False) -> Outcome:
+    """Bring one Credential's ciphertext Secret in line with its spec; see the module docs.
+
+    `cached`: the ciphertext Secret as last written or verified, to use instead of reading it;
+    `absent`: there is none to read (the Credential never had one and its watch lists none).
+    A write refused because the Secret changed since it was verified (or exists after all)
+    starts again from a read, once; a second refusal asks for a retry."""
+    try:
+        return await _reconcile_once(api, keys, body, snapshot, directory, cached, absent)
+    except StaleSecret:
+        pass
+    try:
+        return await _reconcile_once(api, keys, body, snapshot, directory, None, False)
+    except StaleSecret:
+        meta = body["metadata"]
+        owner = ciphertext.Owner(namespace=str(meta["namespace"]), name=str(meta["name"]),
+                                 uid=str(meta["uid"]))
+        return Outcome(owner, problem=Problem(Reason.APPLY_FAILED, (
+            f"Secret {ciphertext.secret_name(owner.name)} changed twice while it was being "
+            "written; trying again")))
+
+
+async def _reconcile_once(api: KubeApi, keys: KeySource, body: Mapping[str, Any],
+                          snapshot: ciphertext.Snapshot | None,
+                          directory: watches.Directory | None,
+                          cached: Mapping[str, Any] | None, absent: bool) -> Outcome:
     meta = body["metadata"]
     owner = ciphertext.Owner(namespace=str(meta["namespace"]), name=str(meta["name"]),
                              uid=str(meta["uid"]))
@@ -435,14 +529,18 @@ async def reconcile(api: KubeApi, keys: KeySource, body: Mapping[str, Any],
     if (problem := scope_problem(spec)) is not None:
         outcome.problem = problem
         return outcome
-    found = await find_tenant(api, owner.namespace)
+    found = await find_tenant(api, owner.namespace, directory)
     if isinstance(found, Problem):
         outcome.problem = found
         return outcome
     outcome.tenant = tenant_ref = found
 
     name = ciphertext.secret_name(owner.name)
-    existing = await _read_secret(api, name, owner.namespace)
+    existing: dict[str, Any] | Problem | None = None
+    if cached is not None:
+        existing = dict(cached)
+    elif not absent:
+        existing = await _read_secret(api, name, owner.namespace)
     if isinstance(existing, Problem):
         outcome.problem = existing
         return outcome
@@ -495,10 +593,11 @@ async def reconcile(api: KubeApi, keys: KeySource, body: Mapping[str, Any],
                                     decided.write)
         desired = ciphertext.manifest(owner, tenant_ref, sealed, outcome.source)
         try:
-            outcome.written_version = await _apply_secret(api, existing, desired)
+            written = await _apply_secret(api, existing, desired, create=absent)
         except ApiError as error:
             outcome.problem = _api_problem(Reason.APPLY_FAILED, f"writing Secret {name}", error)
             return outcome
+        outcome.secret, outcome.written_version = kept(written), _version(written)
         outcome.action, outcome.why, outcome.restored = \
             decided.action, decided.why, decided.restored
         outcome.stored = StoredRef(name, sealed.key_id, sealed.generation,
@@ -518,10 +617,12 @@ async def reconcile(api: KubeApi, keys: KeySource, body: Mapping[str, Any],
         desired = ciphertext.manifest(
             owner, tenant_ref, ciphertext.Sealed(stored.envelopes, stored.key_id,
                                                  stored.generation), stored_source)
-        if not ciphertext.metadata_matches(existing, desired):
+        if ciphertext.metadata_matches(existing, desired):
+            outcome.secret = kept(existing)
+        else:
             try:
-                written = await api.apply(desired)
-                outcome.written_version = str(written["metadata"]["resourceVersion"])
+                written = await _apply_secret(api, existing, desired)
+                outcome.secret, outcome.written_version = kept(written), _version(written)
                 outcome.repaired = True
             except ApiError as error:
                 outcome.problem = _api_problem(Reason.APPLY_FAILED,

@@ -18,6 +18,11 @@ the last list is reported as MODIFIED or DELETED, so an edit made while no watch
 missed; the first list reports everything as ADDED, for the same reason (`listwatch` does the
 listing and watching for every component). Between lists only metadata is kept, never Secret
 data.
+
+`Directory` is what a reconcile needs to know of its namespace and Tenant (the tenant label,
+the Tenant's UID and namespaces), kept from the namespace and Tenant events kopf delivers anyway:
+reading both for every Credential was two of the eight requests one cost. It is trusted only to
+say yes: whatever it cannot answer, or answers with a problem, is read from the API again.
 """
 
 from __future__ import annotations
@@ -68,6 +73,48 @@ def follower(api: aclient.ApiClient, namespace: str,
         on_change=on_change, forbidden_backoff=FORBIDDEN_BACKOFF)
 
 
+class Directory:
+    """Tenant namespaces and Tenants as kopf's watches last reported them: only what
+    `reconcile.tenant_of` reads (labels; UID, deletion and listed namespaces), no more."""
+
+    def __init__(self) -> None:
+        self.namespaces: dict[str, dict[str, Any]] = {}
+        self.tenants: dict[str, dict[str, Any]] = {}
+
+    def update_namespace(self, kind: str | None, namespace: Mapping[str, Any]) -> None:
+        meta = namespace.get("metadata") or {}
+        name = meta.get("name")
+        if not isinstance(name, str):
+            return
+        if kind == "DELETED" or not is_tenant_namespace(namespace):
+            self.namespaces.pop(name, None)
+        else:
+            self.namespaces[name] = {"metadata": {"name": name,
+                                                  "labels": dict(meta.get("labels") or {})}}
+
+    def update_tenant(self, kind: str | None, tenant: Mapping[str, Any]) -> None:
+        meta = tenant.get("metadata") or {}
+        name = meta.get("name")
+        if not isinstance(name, str):
+            return
+        if kind == "DELETED":
+            self.tenants.pop(name, None)
+            return
+        self.tenants[name] = {
+            "metadata": {"name": name, "uid": meta.get("uid"),
+                         "deletionTimestamp": meta.get("deletionTimestamp")},
+            "spec": {"namespaces": [{"name": entry.get("name")} for entry in
+                                    (tenant.get("spec") or {}).get("namespaces") or []
+                                    if isinstance(entry, Mapping)]}}
+
+    def lookup(self, namespace: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(Namespace, Tenant its label names) as last reported; None where unknown."""
+        namespace_obj = self.namespaces.get(namespace)
+        labels = (namespace_obj or {}).get("metadata", {}).get("labels") or {}
+        tenant_name = labels.get(common.TENANT_LABEL)
+        return namespace_obj, self.tenants.get(tenant_name) if tenant_name else None
+
+
 def watch_client(api: aclient.ApiClient) -> aclient.ApiClient:
     """A client of its own for the watches, with no limit on its connection pool.
 
@@ -91,6 +138,7 @@ class TenantSecretWatches:
         self._api = watch_client(api)
         self._on_secret = on_secret
         self.secrets: dict[str, listwatch.ListWatch[dict[str, Any]]] = {}
+        """Namespace -> its watch, whose `items` hold each Secret's metadata as last seen."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def update(self, kind: str | None, namespace: Mapping[str, Any]) -> None:
@@ -111,6 +159,20 @@ class TenantSecretWatches:
         self.secrets[name] = watch
         self._tasks[name] = asyncio.create_task(watch.run())
         logger.debug("watching ciphertext Secrets in tenant namespace %s", name)
+
+    def seen_version(self, namespace: str, secret: str) -> str | None:
+        """The resourceVersion the watch last reported for `secret`; None if it has not
+        listed the namespace yet or reports no such Secret."""
+        watch = self.secrets.get(namespace)
+        if watch is None or not watch.synced.is_set():
+            return None
+        found = watch.items.get(secret)
+        return None if found is None else listwatch.version_of(found)
+
+    def lists_none(self, namespace: str, secret: str) -> bool:
+        """Whether the namespace's watch has listed it and reports no such Secret."""
+        watch = self.secrets.get(namespace)
+        return watch is not None and watch.synced.is_set() and secret not in watch.items
 
     def forget(self, name: str) -> None:
         self.secrets.pop(name, None)
