@@ -43,6 +43,7 @@ from tests.e2e.conftest import TenantFactory, owner
 from tests.e2e.test_credentials import (
     _create,
     _credential,
+    _events,
     _get,
     _ready,
     _seal,
@@ -261,6 +262,19 @@ def test_a_trigger_reencrypts_every_selected_credential_with_zero_failed_reads(
         new, [old_primary], SELECTED)
     completed = entries[-1]["changes"]
     assert (completed["result"], completed["reencrypted"]) == ("Succeeded", SELECTED)
+
+    # Every re-encryption is in the ledger, once per Credential, under the new version; the
+    # Events are the policy's, one per batch, not one per Credential on each Credential.
+    def reencryptions() -> list[dict[str, Any]] | None:
+        found = [e for e in ledger.entries(name) if e["action"] == "credential.reencrypt"]
+        return found if len(found) >= SELECTED else None
+
+    recorded = eventually(reencryptions, what="a credential.reencrypt entry per Credential")
+    assert sorted(e["resource_name"] for e in recorded) == selected
+    assert all(e["changes"]["keyId"].startswith(f"{new}.") for e in recorded)
+    for credential_name in selected:
+        assert ("Normal", "Reencrypted") not in [
+            (t, r) for t, r, _ in _events(admin_api, name, credential_name)]
     # The operator's metrics counted the steps, and no rotation is left in progress.
     _, metrics_after, _ = scrape(operator)
     steps = "tenantry_rotation_steps_total"
@@ -269,6 +283,9 @@ def test_a_trigger_reencrypts_every_selected_credential_with_zero_failed_reads(
                                                                   action=action), action
     assert value(metrics_after, "tenantry_rotation_in_progress_seconds",
                  target="Credentials") == 0
+    batches = "tenantry_rotation_step_duration_seconds_count"
+    assert value(metrics_after, batches, target="Credentials") > value(
+        metrics_before, batches, target="Credentials")
     ring = keyring.load(_keyring_path(operator_options))
     dumped = repr([e["changes"] for e in entries])
     assert not any(keyring.to_secret_data(ring)[v] in dumped for v in ring.versions)

@@ -31,6 +31,7 @@ from tenantry.api import (
     metrics,
     middleware,
     passwords,
+    signing,
     store,
     stream,
     tenants,
@@ -131,9 +132,16 @@ def create_app(settings: deps.Settings, dsn: str) -> Any:
                 tenants=watch, ledger=audit.AuthLedger(recorder), ledger_pool=ledger_pool,
                 kube=watch.api if watch is not None else None, kube_api=kube_api,
                 reviewer=reviewer, keys=keys, hub=hub, credentials=cache)
+            # The signing keyring, re-read on change, and this replica's identity Lease.
+            key_watch = signing.KeyWatch(
+                app.state.services, settings.signing_keyring, kube_api=kube_api,
+                namespace=settings.tenantry_namespace,
+                replica=settings.replica or signing.replica_id())
+            key_watch.start()
+            stack.push_async_callback(key_watch.close)
             task = asyncio.create_task(_housekeeping(pool))
-            log.info("tenantry api ready (issuer %s, key %s)", settings.policy.issuer,
-                     settings.keys.kid)
+            log.info("tenantry api ready (issuer %s, key %s, replica %s)",
+                     settings.policy.issuer, settings.keys.kid, key_watch.replica)
             try:
                 yield
             finally:

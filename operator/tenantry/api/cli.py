@@ -75,15 +75,28 @@ def _fail(error: Exception, dsn: str | None) -> int:
 # -- api run -------------------------------------------------------------------------------------
 
 def _settings(args: argparse.Namespace) -> Any:
-    from tenantry.api import clientip, deps, passwords, ratelimit
+    from tenantry.api import clientip, deps, passwords, ratelimit, signing
     from tenantry.api.oauth import providers as oauth_providers
     from tenantry.api.tokens import rfc7517, rfc9068, rfc9700
     from tenantry.ledger import checkpoints
     from tenantry.ledger import recorder as ledger_recorder
     from tenantry.ledger.spool import Spool
 
-    keys = rfc7517.load_key_set(Path(args.signing_key_file),
-                                [Path(p) for p in args.previous_key_file or ()])
+    if bool(args.signing_key_file) == bool(args.signing_keyring):
+        raise ledger_cli.UsageError("pass exactly one of --signing-key-file FILE and "
+                                    "--signing-keyring DIR")
+    if args.signing_keyring and args.previous_key_file:
+        raise ledger_cli.UsageError("--previous-key-file goes with --signing-key-file: with "
+                                    "--signing-keyring every version in it verifies")
+    if args.signing_keyring:
+        try:
+            keys = signing.load(Path(args.signing_keyring)).key_set()
+        except signing.SigningKeyringError as error:
+            raise ledger_cli.UsageError(f"--signing-keyring {args.signing_keyring}: "
+                                        f"{error}") from None
+    else:
+        keys = rfc7517.load_key_set(Path(args.signing_key_file),
+                                    [Path(p) for p in args.previous_key_file or ()])
     grace = rfc9700.check_grace(datetime.timedelta(seconds=args.refresh_grace))
     oauth = oauth_providers.load(Path(args.oauth_config)) if args.oauth_config else None
     # Last: every other mistake in the command line is reported before a missing ledger.
@@ -114,7 +127,9 @@ def _settings(args: argparse.Namespace) -> Any:
         tenantry_namespace=args.tenantry_namespace,
         keyring=Path(args.keyring) if args.keyring else None,
         exchange_limit=ratelimit.Limit.parse(args.exchange_rate_limit),
-        token_review_cache=not args.no_token_review_cache)
+        token_review_cache=not args.no_token_review_cache,
+        signing_keyring=Path(args.signing_keyring) if args.signing_keyring else None,
+        replica=args.replica or "")
 
 
 async def _preflight(dsn: str) -> None:
@@ -218,6 +233,13 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     from tenantry.api.tokens import rfc7517
 
     key = rfc7517.generate()
+    if args.secret:
+        import yaml
+
+        print(yaml.safe_dump(rfc7517.signing_keyring_secret(args.namespace, key),
+                             sort_keys=False), end="")
+        print(f"# kid {rfc7517.thumbprint(key.public_key())}", file=sys.stderr)
+        return EXIT_OK
     try:
         rfc7517.write_private_key(key, Path(args.output))
     except FileExistsError:
@@ -290,11 +312,19 @@ def register(subparsers: Any) -> None:
                     "migrate` brought the API's schema to this version.")
     run.add_argument("--dsn-file", metavar="FILE",
                      help=f"file holding the API role's PostgreSQL DSN (default: ${ENV_DSN})")
-    run.add_argument("--signing-key-file", metavar="FILE", required=True,
+    run.add_argument("--signing-key-file", metavar="FILE",
                      help="PEM Ed25519 key that signs access tokens (`tenantry api keygen`)")
     run.add_argument("--previous-key-file", metavar="FILE", action="append",
                      help="a previous signing key (PEM public or private) that still "
                           "verifies; repeatable; keep it at least 15 min + skew after a switch")
+    run.add_argument("--signing-keyring", metavar="DIR",
+                     help="instead of --signing-key-file: the mounted Secret "
+                          "tenantry-api-signing-keys (`tenantry api keygen --secret`), every "
+                          "version published in JWKS, the one its `signing` names signing; "
+                          "re-read when it changes (ApiSigningKeys rotation)")
+    run.add_argument("--replica", metavar="NAME",
+                     help="this replica's name in its identity Lease tenantry-api-NAME "
+                          "(default: $POD_NAME, else host name and process id)")
     run.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
                      help="address to serve on (default: %(default)s)")
     run.add_argument("--tls-cert", metavar="FILE", help="serve TLS with this certificate chain")
@@ -381,7 +411,14 @@ def register(subparsers: Any) -> None:
     user.set_defaults(func=_cmd_create_user)
 
     keygen = commands.add_parser("keygen", help="create an Ed25519 access-token signing key")
-    keygen.add_argument("--output", required=True, help="PEM file to create (mode 0600)")
+    target = keygen.add_mutually_exclusive_group(required=True)
+    target.add_argument("--output", help="PEM file to create (mode 0600)")
+    target.add_argument("--secret", action="store_true",
+                        help="print Secret tenantry-api-signing-keys (the key as version v1, "
+                             "signing) for `kubectl apply -f-` and --signing-keyring")
+    keygen.add_argument("--namespace", default=os.environ.get("TENANTRY_NAMESPACE")
+                        or "tenantry-system", help="the Secret's namespace (default: "
+                                                   "%(default)s)")
     keygen.set_defaults(func=_cmd_keygen)
 
     db = subparsers.add_parser("db", help="database schema of every component",

@@ -77,6 +77,11 @@ class Settings:
     """The master keyring (file or mounted Secret directory) Credentials are decrypted with."""
     exchange_limit: ratelimit.Limit = ratelimit.EXCHANGE_PER_SERVICE_ACCOUNT
     token_review_cache: bool = True
+    signing_keyring: pathlib.Path | None = None
+    """The mounted signing keyring (`--signing-keyring`), re-read on change (`api.signing`);
+    None: `keys` came from `--signing-key-file` and never change."""
+    replica: str = ""
+    """This replica's name in its identity Lease (default: `signing.replica_id()`)."""
 
 
 @dataclasses.dataclass

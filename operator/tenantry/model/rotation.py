@@ -44,6 +44,16 @@ class LabelSelector(SpecModel):
         default_factory=dict, max_length=16)]
 
 
+class WebhookCertificatesSpec(SpecModel):
+    """How a WebhookCertificates rotation goes."""
+
+    rotate_ca: Annotated[bool, Field(
+        alias="rotateCA",
+        description="Also replace the webhook's CA: the new CA joins the caBundle first, the "
+                    "serving certificate moves to it after the webhook's --ca-propagation, and "
+                    "the old CA stays trusted until it expires.")] = False
+
+
 class RotationPolicySpec(SpecModel):
     targets: Annotated[list[Target], Field(
         min_length=1, max_length=4, description="What this policy rotates.",
@@ -65,7 +75,16 @@ class RotationPolicySpec(SpecModel):
         description="MasterKey: how long an old version stays in the keyring, at least, after "
                     "it stopped being primary (and it stays while anything uses it).")] \
         = "24h"
+    signing_key_overlap: Annotated[Duration, Field(
+        description="ApiSigningKeys: how long the old signing key keeps verifying (and stays "
+                    "in JWKS) once every API replica signs with the new one, then it is "
+                    "removed. Keep it at least the longest token lifetime plus clock skew: "
+                    "61m covers access tokens (15m), participant tokens (1h) and 60s of skew."
+    )] = "61m"
     suspend: Annotated[bool, Field(description="Pause scheduled rotations.")] = False
+    webhook_certificates: Annotated[WebhookCertificatesSpec | None, Field(
+        description="WebhookCertificates: what to rotate besides the serving certificate.")] \
+        = None
 
 
 SPEC_VALIDATIONS = [
@@ -75,6 +94,9 @@ SPEC_VALIDATIONS = [
     cel("!has(self.credentialSelector) || 'Credentials' in self.targets",
         "spec.credentialSelector needs 'Credentials' in spec.targets",
         reason="FieldValueInvalid", field_path=".credentialSelector"),
+    cel("!has(self.webhookCertificates) || 'WebhookCertificates' in self.targets",
+        "spec.webhookCertificates needs 'WebhookCertificates' in spec.targets",
+        reason="FieldValueInvalid", field_path=".webhookCertificates"),
 ]
 
 
@@ -169,6 +191,89 @@ class MasterKeyStatus(SpecModel):
         description="Old version -> why it is not retired yet.")]
 
 
+Fingerprint = Annotated[str, Field(max_length=80)]
+
+
+class WebhookCertStep(StrEnum):
+    """Where a WebhookCertificates rotation stands."""
+
+    REQUESTED = "Requested"
+    AWAITING_CA_PROPAGATION = "AwaitingCaPropagation"
+
+
+class WebhookCertRotation(SpecModel):
+    """A WebhookCertificates rotation in progress: what the webhook was asked, and what it
+    served from (serials and fingerprints, never keys)."""
+
+    id: Annotated[str, Field(max_length=192, description="trigger:<value> or schedule:<time>.")]
+    request: Annotated[str, Field(
+        max_length=253, description="The request id annotated on the webhook's Secret.")]
+    started_time: Time
+    step: WebhookCertStep = WebhookCertStep.REQUESTED
+    rotate_ca: Annotated[bool, Field(alias="rotateCA")] = False
+    from_serial: Annotated[str, Field(max_length=64)]
+    from_ca: Annotated[Fingerprint, Field(alias="fromCA")]
+    requests: Annotated[int, Field(
+        ge=1, description="How many times it was asked (again when the Secret claimed it "
+                          "served without a new certificate).")] = 1
+
+
+class WebhookCertificatesStatus(SpecModel):
+    """The webhook's certificates as the Secret holds them (public facts only)."""
+
+    rotation: Annotated[WebhookCertRotation | None, Field(
+        description="The rotation in progress, absent when none is.")] = None
+    serving_serial: Annotated[str | None, Field(
+        max_length=64, description="Serial of the serving certificate (openssl's hex).")] = None
+    serving_not_after: Time | None = None
+    ca: Annotated[Fingerprint | None, Field(
+        description="SHA-256 fingerprint of the CA that signs serving certificates.")] = None
+    trusted: Annotated[list[Fingerprint], Field(
+        default_factory=list, max_length=8,
+        description="Fingerprints of every CA in the caBundle, the signing one first.")]
+
+
+class SigningStep(StrEnum):
+    """Where an ApiSigningKeys rotation stands."""
+
+    PUBLISHING = "Publishing"
+    PROMOTING = "Promoting"
+
+
+class SigningRotation(SpecModel):
+    """An ApiSigningKeys rotation in progress: a new key published, then signing."""
+
+    id: Annotated[str, Field(max_length=192, description="trigger:<value> or schedule:<time>.")]
+    step: SigningStep
+    started_time: Time
+    from_version: VersionName
+    new_version: VersionName
+    new_kid: Annotated[str | None, Field(
+        max_length=64, description="The new key's kid (RFC 7638 thumbprint), once published.")] \
+        = None
+
+
+class SigningKeysStatus(SpecModel):
+    """The API's signing keyring as an ApiSigningKeys policy sees it (versions and kids, never
+    keys) and what the API replicas hold."""
+
+    rotation: Annotated[SigningRotation | None, Field(
+        description="The rotation in progress, absent when none is.")] = None
+    signing: Annotated[str | None, Field(max_length=32)] = None
+    kids: Annotated[dict[str, Annotated[str, Field(max_length=64)]], Field(
+        default_factory=dict, max_length=32,
+        description="Version in Secret tenantry-api-signing-keys -> kid, oldest first.")]
+    demoted: Annotated[dict[str, Time], Field(
+        default_factory=dict, max_length=32,
+        description="Version -> when every API replica was first seen signing with another "
+                    "(its spec.signingKeyOverlap starts then).")]
+    retiring: Annotated[dict[str, Annotated[str, Field(max_length=256)]], Field(
+        default_factory=dict, max_length=32,
+        description="Old version -> why it is not removed yet.")]
+    replicas: Annotated[int, Field(
+        ge=0, description="API replicas with a fresh identity Lease at the last step.")] = 0
+
+
 class RotationPolicyStatus(SpecModel):
     observed_generation: Annotated[int | None, Field(ge=0)] = None
     conditions: Conditions
@@ -193,6 +298,11 @@ class RotationPolicyStatus(SpecModel):
         default_factory=list, max_length=20, description="Most recent rotations, newest first.")]
     master_key: Annotated[MasterKeyStatus | None, Field(
         description="MasterKey target: key steps, versions, retirement.")] = None
+    signing_keys: Annotated[SigningKeysStatus | None, Field(
+        description="ApiSigningKeys target: key steps, versions, replicas, retirement.")] = None
+    webhook_certificates: Annotated[WebhookCertificatesStatus | None, Field(
+        description="WebhookCertificates target: the rotation in progress, the certificates.")] \
+        = None
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [

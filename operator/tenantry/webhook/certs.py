@@ -19,6 +19,16 @@ Lifecycle, as `plan` decides it on every resync:
 
 A serving certificate never outlives the CA that signed it (its notAfter is clamped), so an old
 CA can leave the bundle exactly when it expires.
+
+On demand (a RotationPolicy with target WebhookCertificates): the operator asks for a rotation
+by annotating the Secret (`REQUESTED_ANNOTATION` = a request id, `ROTATE_CA_ANNOTATION` = "true"
+for a new CA too). A request not served yet (`SERVED_ANNOTATION` differs) is a forced rotation
+through the same steps as the scheduled one: with a CA, step 2 happens now (and
+`CA_SERVED_ANNOTATION` records that it did, so later resyncs make no second CA) and the serving
+certificate follows after `ca_propagation`, as in step 3; without, the serving certificate is
+re-issued by the current CA now, unless it waits for a CA's propagation anyway (then that switch
+serves the request). The request is marked served in the same Secret write as the new serving
+certificate. The annotations carry ids only; the operator checks the certificates themselves.
 """
 
 from __future__ import annotations
@@ -50,6 +60,13 @@ SECRET_TYPE = "kubernetes.io/tls"  # noqa: S105 - a Secret type, not a secret
 TLS_CERT, TLS_KEY, TRUSTED_CAS = "tls.crt", "tls.key", "ca.crt"
 SIGNER_CERT, SIGNER_KEY = "ca-signer.crt", "ca-signer.key"
 ROTATED_AT_ANNOTATION = f"{common.GROUP}/ca-rotated-at"
+SECRET_NAME = "tenantry-webhook-tls"  # noqa: S105 - a name, not a secret
+# On-demand rotation: written by the operator (a request), then by the webhook (served).
+REQUESTED_ANNOTATION = f"{common.GROUP}/rotate-requested"
+ROTATE_CA_ANNOTATION = f"{common.GROUP}/rotate-ca"
+SERVED_ANNOTATION = f"{common.GROUP}/rotated-for"
+CA_SERVED_ANNOTATION = f"{common.GROUP}/ca-rotated-for"
+MAX_REQUEST_ID = 253
 # Replace a certificate when less than this fraction of its lifetime remains.
 DEFAULT_RENEW_FRACTION = 1 / 3
 
@@ -82,6 +99,14 @@ class KeyPair:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    """A rotation the operator asked for (Secret annotations)."""
+
+    id: str
+    rotate_ca: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TlsState:
     """Everything the webhook's TLS needs, as stored in the Secret."""
 
@@ -93,6 +118,19 @@ class TlsState:
     """The serving certificate and key."""
     ca_rotated_at: datetime.datetime
     """When the current CA entered the bundle."""
+    request: Request | None = None
+    """The last rotation the operator asked for (served or not)."""
+    served: str | None = None
+    """The id of the last request whose serving certificate is in place."""
+    ca_served: str | None = None
+    """The id of the last request for which a new CA was made."""
+
+    @property
+    def pending(self) -> Request | None:
+        """The request not served yet, if any."""
+        if self.request is not None and self.request.id != self.served:
+            return self.request
+        return None
 
     def ca_bundle(self) -> bytes:
         """The caBundle for the webhook configuration: every trusted CA, concatenated."""
@@ -264,6 +302,16 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+def serial_text(cert: x509.Certificate) -> str:
+    """The serial number as `openssl x509 -serial` shows it (upper-case hex)."""
+    return f"{cert.serial_number:X}"
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    """`sha256:` and the hex SHA-256 of the certificate's DER (it names a CA, reveals no key)."""
+    return "sha256:" + cert.fingerprint(hashes.SHA256()).hex()
+
+
 def describe(cert: x509.Certificate) -> str:
     """"CN (notAfter)" for messages."""
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -308,6 +356,9 @@ def plan(now: datetime.datetime, state: TlsState | None, names: Sequence[str],
                     ("no certificates yet: made a CA and a serving certificate",))
     reasons: list[str] = []
     ca, rotated_at = state.ca, state.ca_rotated_at
+    request, ca_served = state.pending, state.ca_served
+    ca_asked = (request.id if request is not None and request.rotate_ca
+                and ca_served != request.id else None)
     try:
         ca_cert: x509.Certificate | None = ca.cert
     except ValueError:
@@ -322,6 +373,14 @@ def plan(now: datetime.datetime, state: TlsState | None, names: Sequence[str],
         rotated_at = now
         reasons.append(f"CA {old} is due for rotation: new CA {describe(ca.cert)}; the old one "
                        "stays trusted until it expires")
+    elif ca_asked is not None:
+        old = describe(ca_cert)
+        ca = make_ca(now, policy.ca_validity)
+        rotated_at = now
+        reasons.append(f"rotation {ca_asked} asked for a new CA: new CA {describe(ca.cert)}; "
+                       f"the old one {old} stays trusted until it expires")
+    if ca_asked is not None:
+        ca_served = ca_asked  # whichever branch above made the new CA, it is the one asked for
     ca_cert = ca.cert
 
     trusted: list[bytes] = [ca.cert_pem]
@@ -350,6 +409,8 @@ def plan(now: datetime.datetime, state: TlsState | None, names: Sequence[str],
         serving = issue_serving_cert(ca, names, now, policy.cert_validity)
         reasons.append(f"{problem}: issued a new one")
     elif not issued_by(serving.cert, ca_cert):
+        # Also where a requested rotation waits, with or without a CA of its own: switching
+        # before the apiserver trusts the current CA would fail its calls.
         if now - rotated_at >= policy.ca_propagation:
             serving = issue_serving_cert(ca, names, now, policy.cert_validity)
             reasons.append("the serving certificate was signed by the previous CA, and the "
@@ -358,7 +419,19 @@ def plan(now: datetime.datetime, state: TlsState | None, names: Sequence[str],
         old = describe(serving.cert)
         serving = issue_serving_cert(ca, names, now, policy.cert_validity)
         reasons.append(f"the serving certificate {old} is due for renewal: re-issued")
-    new_state = TlsState(ca=ca, trusted=tuple(trusted), serving=serving, ca_rotated_at=rotated_at)
+    elif request is not None:
+        old = describe(serving.cert)
+        serving = issue_serving_cert(ca, names, now, policy.cert_validity)
+        reasons.append(f"rotation {request.id} asked for a new serving certificate: {old} "
+                       "re-issued by the current CA")
+    served = state.served
+    if request is not None and serving is not state.serving \
+            and (not request.rotate_ca or ca_served == request.id):
+        served = request.id
+        reasons.append(f"rotation {request.id} served: serving certificate serial "
+                       f"{serial_text(serving.cert)}")
+    new_state = TlsState(ca=ca, trusted=tuple(trusted), serving=serving, ca_rotated_at=rotated_at,
+                         request=state.request, served=served, ca_served=ca_served)
     return Plan(new_state, tuple(reasons))
 
 
@@ -396,12 +469,14 @@ def to_secret(state: TlsState, *, name: str, namespace: str,
               labels: Mapping[str, str] | None = None,
               resource_version: str | None = None) -> dict[str, Any]:
     """The Secret that stores `state` (with `resource_version`, an update precondition)."""
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "annotations": {ROTATED_AT_ANNOTATION: state.ca_rotated_at.strftime(
-            "%Y-%m-%dT%H:%M:%SZ")},
-    }
+    annotations = {ROTATED_AT_ANNOTATION: state.ca_rotated_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    # The request annotations are the operator's: never written here, so an apply (which owns
+    # what it sends) leaves them alone.
+    if state.served is not None:
+        annotations[SERVED_ANNOTATION] = state.served
+    if state.ca_served is not None:
+        annotations[CA_SERVED_ANNOTATION] = state.ca_served
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": annotations}
     if labels:
         metadata["labels"] = dict(labels)
     if resource_version:
@@ -444,4 +519,34 @@ def from_secret(secret: Mapping[str, Any]) -> tuple[TlsState | None, str | None]
         trusted=trusted,
         serving=KeyPair(fields[TLS_CERT], fields[TLS_KEY]),
         ca_rotated_at=rotated_at,
+        request=request_of(annotations),
+        served=request_id(annotations.get(SERVED_ANNOTATION)),
+        ca_served=request_id(annotations.get(CA_SERVED_ANNOTATION)),
     ), None
+
+
+def request_id(value: object) -> str | None:
+    """A request id as annotated, or None if it is not one: printable ASCII without spaces, at
+    most `MAX_REQUEST_ID` characters (it goes into logs and Events)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID \
+            and all("!" <= c <= "~" for c in value):
+        return value
+    return None
+
+
+def request_of(annotations: Mapping[str, Any]) -> Request | None:
+    """The rotation the operator asked for in a Secret's annotations, or None."""
+    asked = request_id(annotations.get(REQUESTED_ANNOTATION))
+    if asked is None:
+        return None
+    return Request(asked, rotate_ca=annotations.get(ROTATE_CA_ANNOTATION) == "true")
+
+
+def pending_request(secret: Mapping[str, Any]) -> Request | None:
+    """The request a Secret holds that it has not served yet (the annotations alone: what the
+    webhook checks between resyncs)."""
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    request = request_of(annotations)
+    if request is not None and request.id != request_id(annotations.get(SERVED_ANNOTATION)):
+        return request
+    return None

@@ -16,6 +16,11 @@ apiserver already trusts the new CA by the time we present a certificate signed 
 
 The same context asks peers for a client certificate and verifies it against the client CA file
 (`clientauth`), which each resync re-reads too.
+
+Between resyncs, every `REQUEST_POLL` seconds, a GET of the Secret looks for a rotation the
+operator asked for (`certs.pending_request`) and resyncs at once when there is one: a policy's
+rotation should not wait for the next resync (a minute by default), and while a requested CA
+propagates this keeps checking until the serving certificate may switch.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import datetime
 import logging
 import os
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,8 @@ logger = logging.getLogger(__name__)
 FIELD_MANAGER = "tenantry-webhook"
 LABELS = {common.MANAGED_BY_LABEL: "tenantry", "app.kubernetes.io/component": "webhook"}
 WRITE_ATTEMPTS = 5
+# How often (seconds) to look for a requested rotation between resyncs: one GET of one Secret.
+REQUEST_POLL = 5.0
 
 
 def utcnow() -> datetime.datetime:
@@ -181,14 +189,23 @@ class CertKeeper:
         await self.publish(state)
         self.install(state)
 
-    async def run(self, interval: float) -> None:
-        """Resync every `interval` seconds for ever; failures are logged and retried."""
+    async def requested(self) -> certs.Request | None:
+        """The rotation the Secret asks for and has not served yet (annotations only)."""
+        secret = await self._api.get("v1", "Secret", self._secret_name, self._namespace)
+        return None if secret is None else certs.pending_request(secret)
+
+    async def run(self, interval: float, request_poll: float = REQUEST_POLL) -> None:
+        """Resync every `interval` seconds for ever, and sooner when a rotation is requested;
+        failures are logged and retried."""
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(interval, request_poll))
             try:
-                await self.sync()
+                if time.monotonic() - last >= interval or await self.requested() is not None:
+                    last = time.monotonic()
+                    await self.sync()
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                logger.warning("webhook TLS resync failed (retrying in %.0fs): %s", interval,
-                               error)
+                logger.warning("webhook TLS resync failed (retrying in %.0fs): %s",
+                               min(interval, request_poll), error)

@@ -69,6 +69,12 @@ def follow(obj: Mapping[str, Any], trigger: str, generation: int) -> Followed:
             return Followed(f"awaiting backup: {awaiting.get('message')}")
         rotating = _conditions(obj).get("Rotating") or {}
         return Followed(f"{key_steps.get('step')}: {rotating.get('message')}")
+    if web_steps := (status.get("webhookCertificates") or {}).get("rotation"):
+        rotating = _conditions(obj).get("Rotating") or {}
+        return Followed(f"{web_steps.get('step')}: {rotating.get('message')}")
+    if signing_steps := (status.get("signingKeys") or {}).get("rotation"):
+        rotating = _conditions(obj).get("Rotating") or {}
+        return Followed(f"{signing_steps.get('step')}: {rotating.get('message')}")
     if status.get("rotation"):
         return Followed(f"rotating: {counts}")
     if ready.get("status") == "True":

@@ -23,7 +23,8 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -35,7 +36,7 @@ from tenantry.controller.credential import custody, reconcile
 from tenantry.controller.credential import handlers as credential_handlers
 from tenantry.controller.credential.problems import Problem
 from tenantry.controller.kubeapi import ApiError
-from tenantry.controller.rotation import masterkey, plan
+from tenantry.controller.rotation import apisigning, masterkey, plan, signingkeys, webhookcerts
 from tenantry.crypto import errors, keyring
 from tenantry.model import common
 from tenantry.model import credential as credential_model
@@ -161,7 +162,7 @@ async def _observe(memo: kopf.Memo, body: Mapping[str, Any],
 # -- acting ----------------------------------------------------------------------------------------
 
 async def _tenant_name(memo: kopf.Memo, namespace: str) -> str | None:
-    found = await reconcile.find_tenant(memo.api, namespace)
+    found = await reconcile.find_tenant(memo.api, namespace, memo.credentials.directory)
     return None if isinstance(found, Problem) else found.name
 
 
@@ -192,19 +193,34 @@ def _measure(policy: str, body: Mapping[str, Any], decision: plan.Decision) -> N
         if type_ == "Warning":
             metrics.ROTATION_WARNINGS.labels(reason).inc()
     status = {**(body.get("status") or {}), **(decision.status_patch() or {})}
-    active = status.get("rotation")
-    target, started = None, None
-    if isinstance(active, Mapping) and isinstance(active.get("startedTime"), str):
-        with contextlib.suppress(ValueError):
-            started = datetime.datetime.fromisoformat(
-                str(active["startedTime"]).replace("Z", "+00:00")).timestamp()
-            target = str(active.get("target"))
+    target, started = _in_progress(status)
     metrics.rotation_progress(policy, target, started)
     in_use = status.get("versionsInUse")
     if isinstance(in_use, Mapping) and in_use:
         for version, count in in_use.items():
             if isinstance(count, int):
                 metrics.KEY_VERSION_CREDENTIALS.labels(str(version)).set(count)
+
+
+# Where each target keeps the rotation in progress: the re-encryption (Credentials, and
+# MasterKey's last step) in `rotation`, the other steps under the target's own status.
+_ACTIVE_ROTATIONS = (("rotation", None), ("masterKey", rotation_model.Target.MASTER_KEY),
+                     ("signingKeys", rotation_model.Target.API_SIGNING_KEYS),
+                     ("webhookCertificates", rotation_model.Target.WEBHOOK_CERTIFICATES))
+
+
+def _in_progress(status: Mapping[str, Any]) -> tuple[str | None, float | None]:
+    """(target, start as Unix time) of the policy's rotation in progress, or (None, None)."""
+    for field, target in _ACTIVE_ROTATIONS:
+        section = status.get(field)
+        active = section if field == "rotation" else (
+            section.get("rotation") if isinstance(section, Mapping) else None)
+        if isinstance(active, Mapping) and isinstance(active.get("startedTime"), str):
+            with contextlib.suppress(ValueError):
+                started = datetime.datetime.fromisoformat(
+                    str(active["startedTime"]).replace("Z", "+00:00")).timestamp()
+                return str(target or active.get("target")), started
+    return None, None
 
 
 def _result(name: str, outcome: reconcile.Outcome | None) -> plan.Result:
@@ -216,12 +232,13 @@ def _result(name: str, outcome: reconcile.Outcome | None) -> plan.Result:
     return plan.Result(name, version)
 
 
-async def _reencrypt(memo: kopf.Memo, name: str,
-                     found: Mapping[str, Any] | None) -> plan.Result:
+async def _reencrypt(memo: kopf.Memo, name: str, found: Mapping[str, Any] | None, *,
+                     announce: bool) -> plan.Result:
     if found is None:
         return plan.Result(name, None, gone=True)
     try:
-        return _result(name, await credential_handlers.reconcile_now(memo, found))
+        return _result(name, await credential_handlers.reconcile_now(memo, found,
+                                                                     announce=announce))
     except Exception as error:  # one Credential failing must not stop the batch
         logger.exception("rotation: re-encrypting Credential %s failed", name)
         return plan.Result(name, None, "ReencryptFailed", type(error).__name__)
@@ -229,11 +246,13 @@ async def _reencrypt(memo: kopf.Memo, name: str,
 
 async def reencrypt_batch(memo: kopf.Memo, batch: plan.Batch,
                            credentials: Sequence[Mapping[str, Any]], *,
-                           cluster_wide: bool) -> list[plan.Result]:
+                           cluster_wide: bool, announce: bool = True) -> list[plan.Result]:
     """Re-encrypt the batch's Credentials side by side, each through the Credential
-    controller's own reconcile; also what `tenantry reencrypt` runs offline."""
+    controller's own reconcile; also what `tenantry reencrypt` runs offline. `announce` False:
+    no Event per Credential (a rotation posts its own per batch on the policy)."""
     by_name = {_credential_name(c, cluster_wide=cluster_wide): c for c in credentials}
-    return list(await asyncio.gather(*(_reencrypt(memo, name, by_name.get(name))
+    return list(await asyncio.gather(*(_reencrypt(memo, name, by_name.get(name),
+                                                  announce=announce)
                                        for name in batch.names)))
 
 
@@ -265,6 +284,67 @@ class KeyringWriteFailed(Exception):
     """The keyring Secret could not be written (not a conflict); the timer tries again."""
 
 
+async def _webhook_tls(memo: kopf.Memo) -> tuple[webhookcerts.WebhookTls | None, str]:
+    """The webhook Secret's public facts (WebhookCertificates target), or why not."""
+    where = f"Secret {custody.operator_namespace()}/{webhookcerts.SECRET}"
+    try:
+        found = await memo.api.get("v1", "Secret", webhookcerts.SECRET,
+                                   custody.operator_namespace())
+    except ApiError as error:
+        return None, f"reading {where}: {error.status} {error.reason}"
+    if found is None:
+        return None, f"{where} does not exist: the webhook makes it when it first starts"
+    try:
+        return webhookcerts.facts(found), ""
+    except ValueError as error:
+        return None, f"{where}: {error}"
+
+
+async def webhook_certificates_step(memo: kopf.Memo, body: Mapping[str, Any],
+                                    spec: rotation_model.RotationPolicySpec) -> None:
+    """One step of a WebhookCertificates policy: read the webhook's Secret (only for a policy
+    in Tenantry's namespace), decide, record, then annotate the Secret if the step asks."""
+    namespace = str(body["metadata"]["namespace"])
+    tls, why = (await _webhook_tls(memo) if namespace == custody.operator_namespace()
+                else (None, ""))
+    world = await _observe(memo, body, spec, [], cluster_wide=False)
+    decision, ask = webhookcerts.decide(world, tls, why)
+    await _write(memo, body, decision,
+                 await _tenant_name(memo, namespace) if decision.audit else None)
+    if ask is None:
+        return
+    try:
+        await memo.api.merge_patch("v1", "Secret", webhookcerts.SECRET, ask.patch(),
+                                   namespace=custody.operator_namespace())
+    except ApiError as error:
+        if error.status != 409:  # 409: changed meanwhile; the next step reads it again
+            message = (f"annotating Secret {custody.operator_namespace()}/"
+                       f"{webhookcerts.SECRET} with rotation request {ask.request} failed: "
+                       f"{error.status} {error.reason}; retrying")
+            logger.warning("rotation: %s", message)
+            await events.post(memo.api, body, [events.warning("WebhookSecretWriteFailed",
+                                                              message[:MAX_EVENT_MESSAGE])])
+
+
+async def api_signing_keys_step(memo: kopf.Memo, body: Mapping[str, Any],
+                                spec: rotation_model.RotationPolicySpec) -> None:
+    """Steps of an ApiSigningKeys policy (`signingkeys`): read the signing keyring Secret and
+    the API replicas' Leases, decide, record, then write the Secret if the step asks and step
+    again on what it became (a few writes at most: add, promote, retire)."""
+    meta = body["metadata"]
+    for _ in range(4):
+        world = await _observe(memo, body, spec, [], cluster_wide=False)
+        decision, change = signingkeys.decide(await apisigning.observe(memo, world))
+        await _write(memo, body, decision, None)
+        if change is None or not await apisigning.write(memo, body, change):
+            return
+        found = await memo.api.get(common.API_VERSION, rotation_model.KIND, str(meta["name"]),
+                                   str(meta["namespace"]))
+        if found is None or found["metadata"].get("deletionTimestamp"):
+            return
+        body = found
+
+
 async def _invalid_spec(memo: kopf.Memo, body: Mapping[str, Any],
                         error: pydantic.ValidationError) -> None:
     details = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"]
@@ -279,6 +359,17 @@ async def _invalid_spec(memo: kopf.Memo, body: Mapping[str, Any],
         {"status": {"observedGeneration": generation, "conditions": conditions.merge(
             [c.wire() for c in previous.conditions], [condition])}},
         namespace=str(body["metadata"]["namespace"]), subresource="status")
+
+
+@contextlib.contextmanager
+def _timed(target: rotation_model.Target) -> Iterator[None]:
+    """A rotation step's work (a keyring or Secret write, a batch) in the step histogram."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.ROTATION_STEP_DURATION.labels(target.value).observe(
+            time.perf_counter() - started)
 
 
 async def run_steps(memo: kopf.Memo, namespace: str, name: str) -> None:
@@ -300,6 +391,14 @@ async def run_steps(memo: kopf.Memo, namespace: str, name: str) -> None:
                     dict(body.get("spec") or {}))
             except pydantic.ValidationError as error:
                 await _invalid_spec(memo, body, error)
+                return
+            if webhookcerts.applies(spec):
+                with _timed(rotation_model.Target.WEBHOOK_CERTIFICATES):
+                    await webhook_certificates_step(memo, body, spec)
+                return
+            if signingkeys.applies(spec):
+                with _timed(rotation_model.Target.API_SIGNING_KEYS):
+                    await api_signing_keys_step(memo, body, spec)
                 return
             # A MasterKey policy sees every Credential of the cluster (one outside Tenantry's
             # namespace is refused, and lists only its own namespace's).
@@ -323,9 +422,12 @@ async def run_steps(memo: kopf.Memo, namespace: str, name: str) -> None:
                 tenant, tenant_known = await _tenant_name(memo, namespace), True
             await _write(memo, body, decision, tenant)
             done, results = None, ()
+            target = (rotation_model.Target.MASTER_KEY if masterkey.applies(spec)
+                      else rotation_model.Target.CREDENTIALS)
             if decision.key_change is not None:
                 try:
-                    await _change_keyring(memo, body, decision.key_change)
+                    with _timed(target):
+                        await _change_keyring(memo, body, decision.key_change)
                 except KeyringWriteFailed:
                     return
                 listed = None
@@ -333,8 +435,9 @@ async def run_steps(memo: kopf.Memo, namespace: str, name: str) -> None:
             if decision.batch is None:
                 return
             done = decision.batch
-            results = await reencrypt_batch(memo, decision.batch, listed.credentials,
-                                             cluster_wide=cluster_wide)
+            with _timed(target):
+                results = await reencrypt_batch(memo, decision.batch, listed.credentials,
+                                                 cluster_wide=cluster_wide, announce=False)
             listed.learn(results)
 
 
@@ -367,11 +470,13 @@ class Listing:
 @kopf.on.create(*POLICIES)
 @kopf.on.update(*POLICIES)
 @metrics.reconciliation(rotation_model.KIND)
+@events.reported
 async def reconcile_policy(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await run_steps(memo, str(meta["namespace"]), str(meta["name"]))
 
 
 @kopf.timer(*POLICIES, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)
 @metrics.reconciliation(rotation_model.KIND)
+@events.reported
 async def tick_policy(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await run_steps(memo, str(meta["namespace"]), str(meta["name"]))

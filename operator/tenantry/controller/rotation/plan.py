@@ -231,7 +231,8 @@ def problem(world: World, chosen: Sequence[CredentialInfo]) -> tuple[str, str] |
     if platform:
         return TARGET_NOT_IMPLEMENTED, (
             f"spec.targets names {', '.join(platform)}: this operator rotates only the "
-            "Credentials and MasterKey targets so far (MasterKey in a policy of its own); "
+            "Credentials, MasterKey, ApiSigningKeys and WebhookCertificates targets so far "
+            "(MasterKey, ApiSigningKeys and WebhookCertificates each in a policy of its own); "
             "remove the others from spec.targets")
     if world.spec.schedule is not None and (why := schedule.problem(world.spec.schedule)):
         return INVALID_SCHEDULE, why
@@ -420,7 +421,10 @@ def refuse(world: World, decision: Decision, trouble: tuple[str, str], due: bool
     if world.spec.trigger is not None and world.spec.trigger != status.last_handled_trigger:
         message += f"; trigger {world.spec.trigger!r} waits until this is fixed"
     busy = status.rotation is not None or (
-        status.master_key is not None and status.master_key.rotation is not None)
+        status.master_key is not None and status.master_key.rotation is not None) or (
+        status.signing_keys is not None and status.signing_keys.rotation is not None) or (
+        status.webhook_certificates is not None
+        and status.webhook_certificates.rotation is not None)
     updates = [
         conditions.condition("Ready", "False", reason, message, generation=generation),
         conditions.condition("Rotating", "False", PAUSED if busy else reason,

@@ -1,0 +1,441 @@
+"""RotationPolicy target WebhookCertificates through the real operator, the real webhook process
+and the real apiserver (the session's: webhook resync 1 s, CA propagation 2 s).
+
+A trigger asks the webhook, through annotations on its Secret, for a new serving certificate
+(and a new CA when `rotateCA` is set); the webhook rotates through its own overlap (new CA in
+the caBundle first, the serving certificate moves after the propagation delay); the policy
+reports it from the certificates themselves. All along, a loop of dry-run pod and Credential
+creates must be judged by the webhook: not one may fail on TLS. Attacks: a policy outside
+Tenantry's namespace, the operator's identity against other Secrets and against the fields of
+this one (manifests/webhook/operator-requests-only.yaml, in force for the whole module, so the
+operator's real requests pass it), a forged `rotated-for`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from cryptography import x509
+from kubernetes import client
+
+from tenantry import kube
+from tenantry.devcluster.cluster import LocalControlPlane
+from tenantry.webhook import certs
+from tests.conftest import (
+    OPERATOR_GROUPS,
+    OPERATOR_USER,
+    REPO_ROOT,
+    Ledger,
+    OperatorProcess,
+    UserApi,
+    api_message,
+)
+from tests.e2e.test_rotation import _create_policy, _get_policy, _policy_events, _policy_ready
+from tests.e2e.webhook.test_webhook_lifecycle import (
+    SECRET_PATH,
+    _bundle,
+    _presented,
+    _violating_pod,
+)
+from tests.e2e.webhook.webhook_helpers import (
+    DENIED_BY_CREDENTIALS,
+    DENIED_BY_WORKLOADS,
+    Outcome,
+    RawApi,
+    WebhookProcess,
+    credential,
+)
+from tests.helpers import GROUP, VERSION, conditions_of, eventually, forbidden, unique
+
+NAMESPACE = "tenantry-system"
+PLURAL = "rotationpolicies"
+REQUESTS_ONLY = REPO_ROOT / "manifests" / "webhook" / "operator-requests-only.yaml"
+REQUESTS_ONLY_NAME = "tenantry-operator-webhook-tls-requests-only"
+
+
+def _as_operator(as_user: UserApi) -> client.CoreV1Api:
+    return client.CoreV1Api(as_user(OPERATOR_USER, list(OPERATOR_GROUPS)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def requests_only(admin_api: client.ApiClient, webhook: WebhookProcess,
+                  control_plane: LocalControlPlane) -> Iterator[None]:
+    """The admission policy that holds the operator's identity to the request annotations, in
+    force (probed: a label the operator may not add is refused), removed afterwards."""
+    kube.apply(admin_api, kube.load_manifests([REQUESTS_ONLY]))
+    operator_api = kube.api_client(control_plane.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS))
+    as_operator, core = client.CoreV1Api(operator_api), client.CoreV1Api(admin_api)
+
+    def in_force() -> bool:
+        try:
+            as_operator.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE,
+                                                {"metadata": {"labels": {"probe": "x"}}})
+        except client.ApiException as error:
+            return error.status in (403, 422)
+        core.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE,
+                                     {"metadata": {"labels": {"probe": None}}})
+        return False
+
+    try:
+        eventually(in_force, timeout=30, what="the requests-only admission policy in force")
+    finally:
+        operator_api.close()
+    yield
+    admission = client.AdmissionregistrationV1Api(admin_api)
+    admission.delete_validating_admission_policy_binding(REQUESTS_ONLY_NAME)
+    admission.delete_validating_admission_policy(REQUESTS_ONLY_NAME)
+
+
+def _state(raw: RawApi) -> tuple[certs.TlsState, dict[str, Any]]:
+    secret = raw.request("GET", SECRET_PATH).body
+    state, problem = certs.from_secret(secret)
+    assert state is not None, problem
+    return state, secret
+
+
+def _serial(raw: RawApi) -> str:
+    return certs.serial_text(_state(raw)[0].serving.cert)
+
+
+class Asker(threading.Thread):
+    """Dry-run creates, as fast as it can: a violating pod in a tenant namespace and a Credential
+    outside any tenant; each must come back refused *by the webhook* (any other answer, such as
+    "failed calling webhook", is a failed review)."""
+
+    def __init__(self, control_plane: LocalControlPlane, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.control_plane, self.namespace = control_plane, namespace
+        self.outcomes: list[tuple[str, Outcome]] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        api = RawApi(self.control_plane)
+        try:
+            while not self.stopping.is_set():
+                self.outcomes.append((DENIED_BY_WORKLOADS,
+                                      api.create(_violating_pod(self.namespace))))
+                self.outcomes.append((DENIED_BY_CREDENTIALS, api.create(credential("default"))))
+                time.sleep(0.02)
+        finally:
+            api.close()
+
+    def failed(self) -> list[Outcome]:
+        return [o for expected, o in self.outcomes if expected not in o.message]
+
+
+@contextlib.contextmanager
+def asking(control_plane: LocalControlPlane, namespace: str) -> Iterator[Asker]:
+    asker = Asker(control_plane, namespace)
+    asker.start()
+    try:
+        yield asker
+    finally:
+        asker.stopping.set()
+        asker.join(30)
+    assert len(asker.outcomes) > 40, "the asker barely ran"
+    failed = asker.failed()
+    assert not failed, f"{len(failed)} of {len(asker.outcomes)} reviews failed: {failed[:3]}"
+
+
+@pytest.fixture
+def policy(admin_api: client.ApiClient) -> Iterator[str]:
+    """A fresh policy name in Tenantry's namespace; the policy is deleted afterwards."""
+    name = unique("webhook-certs")
+    yield name
+    with contextlib.suppress(client.ApiException):
+        client.CustomObjectsApi(admin_api).delete_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, name)
+
+
+def _policy(name: str, namespace: str = NAMESPACE, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "RotationPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"targets": ["WebhookCertificates"], "trigger": "now", **spec}}
+
+
+def _platform_entries(ledger: Ledger, name: str) -> list[dict[str, Any]]:
+    return [e for e in ledger.entries("_platform")
+            if e["resource_name"] == name and e["action"].startswith("rotation.")]
+
+
+def _key_texts(state: certs.TlsState) -> list[str]:
+    """The Secret's private keys, base64 as stored and the PEM bodies: what must not leak."""
+    texts = []
+    for pem in (state.serving.key_pem, state.ca.key_pem):
+        body = "".join(pem.decode().splitlines()[1:-1])
+        texts += [base64.b64encode(pem).decode(), body[:48], body[-48:]]
+    return texts
+
+
+def test_a_trigger_rotates_the_serving_certificate_with_no_failed_review(
+        admin_api: client.ApiClient, raw_api: RawApi, control_plane: LocalControlPlane,
+        operator: OperatorProcess, webhook: WebhookProcess, acme: str, ledger: Ledger,
+        policy: str) -> None:
+    before, _ = _state(raw_api)
+    before_serial = certs.serial_text(before.serving.cert)
+    bundle = _bundle(raw_api)
+    with asking(control_plane, acme):
+        _create_policy(admin_api, _policy(policy))
+        done = _policy_ready(admin_api, NAMESPACE, policy, status="True",
+                             reason="RotationSucceeded")
+        after, secret = _state(raw_api)
+        eventually(lambda: _presented(webhook) == after.serving.cert, timeout=20,
+                   what="the webhook to present the new certificate")
+        time.sleep(1.0)  # a few more reviews against the new certificate
+    after_serial = certs.serial_text(after.serving.cert)
+    assert after_serial != before_serial
+    assert after.ca == before.ca and _bundle(raw_api) == bundle, "no CA was asked for"
+    status = done["status"]
+    assert status["currentVersions"] == {"WebhookCertificates": after_serial}
+    record = status["history"][0]
+    assert (record["target"], record["fromVersion"], record["toVersion"], record["result"]) == (
+        "WebhookCertificates", before_serial, after_serial, "Succeeded")
+    assert status["webhookCertificates"]["servingSerial"] == after_serial
+    assert status["webhookCertificates"]["ca"] == certs.fingerprint(after.ca.cert)
+    assert "rotation" not in status["webhookCertificates"]
+    reasons = [r for _, r in _policy_events(admin_api, NAMESPACE, policy)]
+    assert "RotationStarted" in reasons and "RotationCompleted" in reasons
+
+    # The request is an id, the served mark the same id: no key, no certificate in either.
+    annotations = secret["metadata"]["annotations"]
+    request = annotations[certs.REQUESTED_ANNOTATION]
+    assert request.startswith("trigger:now@") and len(request) < 64
+    assert annotations[certs.SERVED_ANNOTATION] == request
+    assert certs.ROTATE_CA_ANNOTATION not in annotations
+    protocol = " ".join(v for k, v in annotations.items() if k.startswith("tenantry.dev/"))
+    assert "-----" not in protocol
+
+    def completed() -> list[dict[str, Any]] | None:
+        found = _platform_entries(ledger, policy)
+        return found if found and found[-1]["action"] == "rotation.completed" else None
+
+    entries = eventually(completed, what="the rotation's ledger entries")
+    assert [e["action"] for e in entries] == ["rotation.started", "rotation.completed"]
+    assert entries[-1]["changes"]["fromSerial"] == before_serial
+    assert entries[-1]["changes"]["toSerial"] == after_serial
+    dumped = repr([entries, status, annotations, _policy_events(admin_api, NAMESPACE, policy),
+                   client.CoreV1Api(admin_api).list_namespaced_event(NAMESPACE).to_dict()])
+    for text in _key_texts(before) + _key_texts(after):
+        assert text not in dumped
+
+
+def test_a_ca_rotation_trusts_the_new_ca_before_serving_from_it(
+        admin_api: client.ApiClient, raw_api: RawApi, control_plane: LocalControlPlane,
+        operator: OperatorProcess, webhook: WebhookProcess, acme: str, ledger: Ledger,
+        policy: str) -> None:
+    before, _ = _state(raw_api)
+    old_ca = before.ca.cert
+    seen_overlap: list[bool] = []
+    with asking(control_plane, acme):
+        _create_policy(admin_api, _policy(policy, webhookCertificates={"rotateCA": True}))
+
+        def new_ca_trusted() -> tuple[x509.Certificate, ...] | None:
+            bundle = _bundle(raw_api)
+            if bundle[0] == old_ca:
+                return None
+            # The new CA is published while the server still presents the old CA's certificate.
+            seen_overlap.append(certs.issued_by(_presented(webhook), old_ca))
+            return bundle
+
+        bundle = eventually(new_ca_trusted, timeout=30, interval=0.05,
+                            what="a new CA at the head of the caBundle")
+        new_ca = bundle[0]
+        assert old_ca in bundle, "the old CA stays trusted"
+        eventually(lambda: certs.issued_by(_presented(webhook), new_ca), timeout=20,
+                   what="the server to present a certificate of the new CA")
+        done = _policy_ready(admin_api, NAMESPACE, policy, status="True",
+                             reason="RotationSucceeded")
+        time.sleep(1.0)
+    assert seen_overlap[0], "the serving certificate switched before the new CA propagated"
+    after, _ = _state(raw_api)
+    assert after.ca.cert == new_ca and old_ca in _bundle(raw_api)
+    assert certs.issued_by(after.serving.cert, new_ca)
+    web = done["status"]["webhookCertificates"]
+    assert web["ca"] == certs.fingerprint(new_ca)
+    assert web["trusted"][:2] == [certs.fingerprint(new_ca), certs.fingerprint(old_ca)]
+    record = done["status"]["history"][0]
+    assert record["toVersion"] == certs.serial_text(after.serving.cert)
+    assert (f"CA {certs.fingerprint(old_ca)} -> {certs.fingerprint(new_ca)}"
+            in record["message"])
+    reasons = [r for _, r in _policy_events(admin_api, NAMESPACE, policy)]
+    assert {"RotationStarted", "CaAdded", "RotationCompleted"} <= set(reasons), reasons
+
+    def completed() -> list[dict[str, Any]] | None:
+        found = _platform_entries(ledger, policy)
+        return found if found and found[-1]["action"] == "rotation.completed" else None
+
+    entries = eventually(completed, what="the rotation's ledger entries")
+    assert [e["action"] for e in entries] == ["rotation.started", "rotation.ca-added",
+                                              "rotation.completed"]
+    assert entries[1]["changes"]["toCA"] == certs.fingerprint(new_ca)
+
+
+def test_a_policy_outside_tenantrys_namespace_touches_no_certificate(
+        admin_api: client.ApiClient, raw_api: RawApi, operator: OperatorProcess,
+        webhook: WebhookProcess, namespace: str) -> None:
+    _, secret = _state(raw_api)
+    version = secret["metadata"]["resourceVersion"]
+    name = "certs"
+    _create_policy(admin_api, _policy(name, namespace))
+    refused = _policy_ready(admin_api, namespace, name, status="False",
+                            reason="TargetNotAllowed")
+    message = conditions_of(refused)["Ready"]["message"]
+    assert "spec.targets names WebhookCertificates" in message
+    assert "only by a RotationPolicy in Tenantry's namespace tenantry-system" in message
+    assert "lastHandledTrigger" not in refused["status"]
+    assert ("Warning", "TargetNotAllowed") in _policy_events(admin_api, namespace, name)
+    time.sleep(3.0)  # several webhook resyncs: nothing was asked
+    _, later = _state(raw_api)
+    assert later["metadata"]["resourceVersion"] == version
+
+    # The CA option belongs to the WebhookCertificates target (the CRD's rule).
+    with pytest.raises(client.ApiException) as invalid:
+        _create_policy(admin_api, _policy("creds", namespace, targets=["Credentials"],
+                                          webhookCertificates={"rotateCA": True}))
+    assert invalid.value.status == 422
+    assert "spec.webhookCertificates needs 'WebhookCertificates' in spec.targets" in \
+        api_message(invalid.value)
+
+
+def test_the_operator_may_annotate_the_webhook_secret_and_no_other(
+        admin_api: client.ApiClient, as_user: UserApi, operator: OperatorProcess,
+        webhook: WebhookProcess) -> None:
+    def may(verb: str, name: str = "") -> bool:
+        review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
+            user=OPERATOR_USER, groups=list(OPERATOR_GROUPS),
+            resource_attributes=client.V1ResourceAttributes(
+                verb=verb, resource="secrets", namespace=NAMESPACE, name=name or None)))
+        answer = client.AuthorizationV1Api(admin_api).create_subject_access_review(review)
+        return bool(answer.status.allowed)
+
+    secret = certs.SECRET_NAME
+    assert may("get", secret) and may("patch", secret)
+    for verb in ("create", "update", "delete", "list", "watch", "deletecollection"):
+        assert not may(verb, secret), f"{verb} {secret}"
+    for other in ("tenantry-ledger", "tenantry-webhook-tls-copy", "platform-db"):
+        assert not may("get", other) and not may("patch", other), other
+    assert not may("list") and not may("watch")
+
+    # The same as real requests with the operator's credentials.
+    core = client.CoreV1Api(admin_api)
+    decoy = unique("decoy")
+    core.create_namespaced_secret(NAMESPACE, client.V1Secret(
+        metadata=client.V1ObjectMeta(name=decoy), string_data={"k": "not-for-operator"}))
+    try:
+        as_operator = client.CoreV1Api(as_user(OPERATOR_USER, list(OPERATOR_GROUPS)))
+        assert as_operator.read_namespaced_secret(secret, NAMESPACE).metadata.name == secret
+        patch = {"metadata": {"annotations": {"tenantry.dev/rotate-requested": "x"}}}
+        assert forbidden(lambda: as_operator.patch_namespaced_secret(decoy, NAMESPACE, patch))
+        assert forbidden(lambda: as_operator.read_namespaced_secret(decoy, NAMESPACE))
+        assert forbidden(lambda: as_operator.delete_namespaced_secret(secret, NAMESPACE))
+        assert forbidden(lambda: as_operator.list_namespaced_secret(NAMESPACE))
+        assert forbidden(lambda: as_operator.create_namespaced_secret(NAMESPACE, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=unique("new")))))
+    finally:
+        core.delete_namespaced_secret(decoy, NAMESPACE)
+
+
+@contextlib.contextmanager
+def webhook_cannot_write(admin_api: client.ApiClient) -> Iterator[None]:
+    """The webhook keeps serving and reading its Secret, but may not write it (its Role without
+    patch and update, put back afterwards): no request can be served meanwhile."""
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    role = rbac.read_namespaced_role("tenantry-webhook", NAMESPACE)
+    original: list[dict[str, Any]] = [admin_api.sanitize_for_serialization(rule)
+                                      for rule in role.rules]
+    reduced = [{**rule, "verbs": [v for v in rule["verbs"] if v not in ("patch", "update")]}
+               for rule in original]
+    rbac.patch_namespaced_role("tenantry-webhook", NAMESPACE, {"rules": reduced})
+    try:
+        yield
+    finally:
+        rbac.patch_namespaced_role("tenantry-webhook", NAMESPACE, {"rules": original})
+
+
+def test_a_forged_rotated_for_is_not_reported_as_a_rotation(
+        admin_api: client.ApiClient, raw_api: RawApi, operator: OperatorProcess,
+        webhook: WebhookProcess, policy: str) -> None:
+    before_serial = _serial(raw_api)
+    core = client.CoreV1Api(admin_api)
+
+    def requested() -> str | None:
+        secret = core.read_namespaced_secret(certs.SECRET_NAME, NAMESPACE)
+        annotations: dict[str, str] = secret.metadata.annotations or {}
+        value = annotations.get(certs.REQUESTED_ANNOTATION, "")
+        return value if value.startswith("trigger:forged@") else None
+
+    with webhook_cannot_write(admin_api):
+        _create_policy(admin_api, _policy(policy, trigger="forged"))
+        request = eventually(requested, what="the operator's rotation request")
+        # The forgery: the Secret claims the request was served; the certificate is the same.
+        core.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE, {"metadata": {
+            "annotations": {certs.SERVED_ANNOTATION: request}}})
+
+        def warned() -> bool:
+            return ("Warning", "RotationClaimUnbacked") in _policy_events(
+                admin_api, NAMESPACE, policy)
+
+        eventually(warned, timeout=30, what="a RotationClaimUnbacked Warning")
+        status = _get_policy(admin_api, NAMESPACE, policy)["status"]
+        assert conditions_of({"status": status})["Ready"]["reason"] == "InProgress"
+        assert not status.get("history")
+        assert status["webhookCertificates"]["rotation"]["requests"] >= 2
+        assert _serial(raw_api) == before_serial
+        # Asked again under another id, which the forged mark does not cover.
+        def asked_again() -> str | None:
+            value = requested()
+            return value if value != request else None
+
+        assert eventually(asked_again, what="a new request").endswith("#2")
+    done = _policy_ready(admin_api, NAMESPACE, policy, status="True",
+                         reason="RotationSucceeded")
+    record = done["status"]["history"][0]
+    assert record["fromVersion"] == before_serial
+    assert record["toVersion"] == _serial(raw_api) != before_serial
+    assert webhook.running()
+
+
+def test_the_operator_may_write_the_request_annotations_and_nothing_else_of_the_secret(
+        raw_api: RawApi, as_user: UserApi, operator: OperatorProcess,
+        webhook: WebhookProcess) -> None:
+    as_operator = _as_operator(as_user)
+    before, secret = _state(raw_api)
+    bogus_key = base64.b64encode(b"-----BEGIN PRIVATE KEY-----\nnot ours\n").decode()
+    refusals: dict[str, tuple[dict[str, Any], str]] = {
+        "a key": ({"data": {certs.TLS_KEY: bogus_key}},
+                  "may not change the webhook's certificates or keys"),
+        "a CA": ({"data": {certs.TRUSTED_CAS: bogus_key}},
+                 "may not change the webhook's certificates or keys"),
+        "the served mark": ({"metadata": {"annotations": {
+            certs.SERVED_ANNOTATION: "forged"}}}, "may change only annotations"),
+        "another annotation": ({"metadata": {"annotations": {"x": "y"}}},
+                               "may change only annotations"),
+        "a label": ({"metadata": {"labels": {"x": "y"}}}, "may change only annotations"),
+        "a request with spaces": ({"metadata": {"annotations": {
+            certs.REQUESTED_ANNOTATION: "not an id"}}}, "must be a request id"),
+        "rotate-ca not true": ({"metadata": {"annotations": {
+            certs.ROTATE_CA_ANNOTATION: "yes"}}}, 'may only be "true"'),
+    }
+    for case, (patch, message) in refusals.items():
+        with pytest.raises(client.ApiException) as denied:
+            as_operator.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE, patch)
+        assert denied.value.status in (403, 422), case
+        assert message in api_message(denied.value), (case, denied.value.body)
+    after, unchanged = _state(raw_api)
+    assert unchanged["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
+    assert after == before
+    # The positive control: a request, and the webhook (only it) makes the certificate.
+    as_operator.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE, {"metadata": {
+        "annotations": {certs.REQUESTED_ANNOTATION: "e2e-by-hand@1"}}})
+    def serves() -> certs.TlsState | None:
+        state = _state(raw_api)[0]
+        return state if state.served == "e2e-by-hand@1" else None
+
+    served = eventually(serves, timeout=20, what="the webhook to serve the request")
+    assert served.serving.cert.serial_number != before.serving.cert.serial_number
