@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from kubernetes import client
 
 from tests.conftest import OperatorProcess, UserApi
@@ -176,6 +177,34 @@ def test_a_deleted_or_edited_tier_role_comes_back(admin_api: client.ApiClient,
     rbac.delete_cluster_role("tenantry:member")
     eventually(lambda: rbac.read_cluster_role("tenantry:member"), timeout=15,
                what="the member tier role to be re-created")
+
+
+def test_an_owner_cannot_narrow_the_default_deny_even_posing_as_the_operator(
+        tenants: TenantFactory, as_user: UserApi) -> None:
+    """The attack on the resync's skip of unchanged applies: narrow the default-deny policy
+    to select no pod, signed with the operator's field manager and leaving the applied-hash
+    stamp as it was, so the resync would take it for the operator's own write. The protection
+    policy refuses the write itself, whoever the request claims to manage fields for."""
+    name = unique("narrow")
+    tenants(name, [name], [owner(f"{name}-alice")])
+    networking = client.NetworkingV1Api(as_user(f"{name}-alice"))
+    # The apiserver starts enforcing a ValidatingAdmissionPolicy a moment after it is created
+    # (the operator creates it at start-up, and this may be the session's first test): wait
+    # until a reserved name is refused, then the attack must fail at its first try.
+    probe = {"metadata": {"name": "tenantry-probe"}, "spec": {"podSelector": {}}}
+    eventually(lambda: forbidden(lambda: networking.create_namespaced_network_policy(
+        name, probe, dry_run="All")), what="the protection policy to be enforced")
+    narrowed = {"spec": {"podSelector": {"matchLabels": {"nothing": "selected"}}}}
+    for manager in ("tenantry-operator", None):
+        with pytest.raises(client.ApiException) as refused:
+            networking.patch_namespaced_network_policy("tenantry-default-deny", name, narrowed,
+                                                       field_manager=manager)
+        assert refused.value.status == 403, (manager, refused.value.status, refused.value.body)
+        assert "managed by Tenantry" in refused.value.body
+    assert forbidden(lambda: networking.delete_namespaced_network_policy(
+        "tenantry-default-deny", name))
+    live = networking.read_namespaced_network_policy("tenantry-default-deny", name)
+    assert live.spec.pod_selector.match_labels is None
 
 
 def test_namespace_conflicts_are_reported_never_taken(admin_api: client.ApiClient,

@@ -57,27 +57,33 @@ def test_a_child_keeps_its_identity_owner_and_last_writer_but_no_contents() -> N
         common.TENANT_LABEL, common.MANAGED_BY_LABEL, rbac.OPERATOR_ACCESS_LABEL}
 
 
-def _live(manifest: dict[str, Any], writer: str | None) -> children.Child:
+def _live(manifest: dict[str, Any], writer: str | None,
+          resource_version: str = "7") -> children.Child:
     managed = [] if writer is None else [{"manager": writer, "operation": "Apply",
                                           "time": "2026-01-01T00:00:00Z"}]
-    obj = {**manifest, "metadata": {**manifest["metadata"], "managedFields": managed}}
+    obj = {**manifest, "metadata": {**manifest["metadata"], "managedFields": managed,
+                                    "resourceVersion": resource_version}}
     return children.reduce(manifest["apiVersion"], manifest["kind"])(obj)
 
 
-def test_a_resync_leaves_out_only_what_the_operator_wrote_last_with_the_same_stamp() -> None:
+def test_a_resync_leaves_out_only_what_is_still_at_the_operators_own_write() -> None:
     wanted = meta.stamped(network.default_deny(TENANT, UID, "acme-prod"))
-    assert children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER), wanted)
-    # Someone else wrote it last, even keeping the stamp: drift, applied over.
-    assert not children.unchanged(_live(wanted, "kubectl-edit"), wanted)
+    assert children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER, "7"), wanted, "7")
+    # Written since (here by a client claiming the operator's field manager, keeping the
+    # stamp): drift, applied over.
+    assert not children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER, "8"), wanted, "7")
+    assert not children.unchanged(_live(wanted, "kubectl-edit", "8"), wanted, "7")
+    # Not written by this process (after a restart): applied once.
+    assert not children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER, "7"), wanted, None)
     # What the operator wants changed (here: the Tenant was recreated, another owner uid).
     other = meta.stamped(network.default_deny(TENANT, "another-uid", "acme-prod"))
     assert meta.ref(other) == meta.ref(wanted)
-    assert not children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER), other)
+    assert not children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER), other, "7")
     # Never seen (deleted, or not listed yet), or never stamped: applied.
-    assert not children.unchanged(None, wanted)
+    assert not children.unchanged(None, wanted, "7")
     unstamped = network.default_deny(TENANT, UID, "acme-prod")
-    assert not children.unchanged(_live(unstamped, kubeapi.FIELD_MANAGER), wanted)
-    assert not children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER), unstamped)
+    assert not children.unchanged(_live(unstamped, kubeapi.FIELD_MANAGER), wanted, "7")
+    assert not children.unchanged(_live(wanted, kubeapi.FIELD_MANAGER), unstamped, "7")
 
 
 def test_the_stamp_is_a_digest_of_the_manifest_alone(acme: TenantSpec) -> None:

@@ -29,6 +29,7 @@ class RecordingApi:
     def __init__(self) -> None:
         self.log: list[tuple[str, str, meta.ObjectRef | str]] = []
         self.namespaces: dict[str, dict[str, Any]] = {}
+        self.version = 100
 
     async def _call(self, verb: str, what: meta.ObjectRef | str) -> None:
         self.log.append(("start", verb, what))
@@ -51,7 +52,8 @@ class RecordingApi:
 
     async def apply(self, obj: dict[str, Any], **_: Any) -> dict[str, Any]:
         await self._call("apply", meta.ref(obj))
-        return obj
+        self.version += 1
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.version)}}
 
     async def list(self, api_version: str, kind: str, namespace: str | None = None,
                    **_: Any) -> list[dict[str, Any]]:
@@ -66,18 +68,33 @@ class RecordingApi:
 
 
 class SeenAsApplied:
-    """A stand-in for the watches: every wanted child is as the operator last applied it,
-    except those in `changed_by` (ref -> the other writer)."""
+    """A stand-in for the watches: every wanted child is as the operator's last apply left it
+    (the resourceVersion that apply returned), except those in `changed_by` (ref -> the
+    manager the later write claimed; it got a newer resourceVersion)."""
 
     def __init__(self, wanted: list[dict[str, Any]],
                  changed_by: dict[meta.ObjectRef, str] | None = None) -> None:
         self.seen: dict[meta.ObjectRef, children.Child] = {}
-        for obj in wanted:
-            stamped = meta.stamped(obj)
-            writer = (changed_by or {}).get(meta.ref(obj), kubeapi.FIELD_MANAGER)
-            stamped["metadata"]["managedFields"] = [
-                {"manager": writer, "operation": "Apply", "time": "2026-01-01T00:00:00Z"}]
-            self.seen[meta.ref(obj)] = children.reduce(obj["apiVersion"], obj["kind"])(stamped)
+        self._written: dict[meta.ObjectRef, str] = {}
+        self.changed_by = changed_by or {}
+        self.wanted = wanted
+
+    def remember(self, ref: meta.ObjectRef, resource_version: str | None) -> None:
+        """As the operator's apply returns: the watch then sees it at that version (unless
+        someone writes it after, in `changed_by`)."""
+        assert resource_version
+        self._written[ref] = resource_version
+        obj = next(o for o in self.wanted if meta.ref(o) == ref)
+        stamped = meta.stamped(obj)
+        writer = self.changed_by.get(ref, kubeapi.FIELD_MANAGER)
+        later = ref in self.changed_by
+        stamped["metadata"]["managedFields"] = [
+            {"manager": writer, "operation": "Apply", "time": "2026-01-01T00:00:00Z"}]
+        stamped["metadata"]["resourceVersion"] = resource_version + ("9" if later else "")
+        self.seen[ref] = children.reduce(obj["apiVersion"], obj["kind"])(stamped)
+
+    def written(self, ref: meta.ObjectRef) -> str | None:
+        return self._written.get(ref)
 
     def get(self, ref: meta.ObjectRef) -> children.Child | None:
         return self.seen.get(ref)
@@ -122,10 +139,13 @@ async def test_a_first_pass_creates_then_fences_then_lets_people_in() -> None:
 async def test_a_resync_sends_no_apply_that_would_change_nothing_and_lists_nothing_to_prune(
         ) -> None:
     api = RecordingApi()
-    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True)
-    api.log.clear()
     wanted = desired.desired_objects(TENANT, UID, _spec())
     seen = cast(Children, SeenAsApplied(wanted))
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True,
+                              children=seen)
+    # The first pass created the namespaces (not applied): a pass applies them once.
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen)
+    api.log.clear()
     outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
                                         children=seen, resync=True)
     assert not outcome.failures and outcome.unchanged == len(wanted)
@@ -139,14 +159,19 @@ async def test_a_resync_sends_no_apply_that_would_change_nothing_and_lists_nothi
 async def test_a_resync_applies_over_what_someone_else_changed_and_a_spec_change_applies_all(
         ) -> None:
     api = RecordingApi()
-    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True)
     wanted = desired.desired_objects(TENANT, UID, _spec())
     quota = next(meta.ref(o) for o in wanted if o["kind"] == "ResourceQuota")
-    seen = cast(Children, SeenAsApplied(wanted, changed_by={quota: "kubectl-edit"}))
+    policy = next(meta.ref(o) for o in wanted if o["kind"] == "NetworkPolicy")
+    # The quota edited by hand; the policy by a client posing as the operator's field manager.
+    seen = cast(Children, SeenAsApplied(wanted, changed_by={
+        quota: "kubectl-edit", policy: kubeapi.FIELD_MANAGER}))
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True,
+                              children=seen)
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen)
     api.log.clear()
     await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen,
                               resync=True)
-    assert api.sent("apply") == [quota]
+    assert sorted(api.sent("apply")) == sorted([quota, policy])
     # Not a resync (a spec change, a drift correction): everything is applied.
     api.log.clear()
     await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen)

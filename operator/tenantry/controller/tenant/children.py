@@ -9,9 +9,15 @@ cores. And pruning listed seven kinds cluster-wide on every pass after the first
 Here one `tenantry.listwatch` per child kind, selected on the server by the labels the operator
 puts on its children (the tenant label; the operator's own Secret bindings by theirs; the tier
 ClusterRoles by managed-by), keeps metadata only: the identity pruning needs, the labels that
-say whose child it is, the last writer the drift check needs, and the operator's stamp of what
-it applied (`meta.stamped`), so a resync sends no apply that would change nothing. Never a spec,
-never data.
+say whose child it is, the last writer the drift check needs, its resourceVersion and the
+operator's stamp of what it applied (`meta.stamped`), so a resync sends no apply that would
+change nothing. Never a spec, never data.
+
+A resync skips a child only when the watch shows it at exactly the resourceVersion the
+operator's own apply returned (`written`, in memory: after a restart everything is applied
+once). Not by the last writer's field manager: any client may claim the operator's manager name
+(`kubectl patch --field-manager=tenantry-operator`), and such a write, keeping the stamp, would
+otherwise be skipped at every resync from then on.
 
 The view can lag the cluster by a watch delay. Drift does not care (every event arrives, and a
 re-list reports what happened while no watch was open). Pruning takes the view only once every
@@ -47,6 +53,7 @@ class Child:
     """The field manager of the latest write that was not to a subresource (`last_writer`)."""
     applied_hash: str | None = None
     """The operator's stamp of what it applied last (`meta.stamped`), if any."""
+    resource_version: str | None = None
 
     @property
     def tenant(self) -> str | None:
@@ -78,18 +85,20 @@ def reduce(api_version: str, kind: str) -> Callable[[Mapping[str, Any]], Child]:
                                metadata["name"]),
             labels={key: labels[key] for key in _KEPT_LABELS if key in labels},
             last_writer=last_writer(obj),
-            applied_hash=(metadata.get("annotations") or {}).get(meta.APPLIED_HASH_ANNOTATION))
+            applied_hash=(metadata.get("annotations") or {}).get(meta.APPLIED_HASH_ANNOTATION),
+            resource_version=metadata.get("resourceVersion"))
     return reduced
 
 
-def unchanged(child: Child | None, manifest: Mapping[str, Any]) -> bool:
+def unchanged(child: Child | None, manifest: Mapping[str, Any], written: str | None) -> bool:
     """Whether applying `manifest` (stamped) would change nothing on `child` as last seen
-    (pure): the operator wrote it last (anyone else's write, even one that kept the stamp, is
-    drift and gets the apply) and stamped it with the same digest."""
+    (pure): it is still at `written`, the resourceVersion the operator's own last apply of it
+    returned (any later write, whoever it claims to be and even one that kept the stamp, is
+    drift and gets the apply), and that apply carried the same stamp."""
     stamp = ((manifest.get("metadata") or {}).get("annotations") or {}).get(
         meta.APPLIED_HASH_ANNOTATION)
     return (child is not None and stamp is not None and child.applied_hash == stamp
-            and child.last_writer == kubeapi.FIELD_MANAGER)
+            and written is not None and child.resource_version == written)
 
 
 def key(obj: Mapping[str, Any]) -> object:
@@ -157,6 +166,18 @@ class Children:
         self._api: aclient.ApiClient | None = None
         self._watches: dict[Watched, listwatch.ListWatch[Child]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._written: dict[meta.ObjectRef, str] = {}
+
+    def remember(self, ref: meta.ObjectRef, resource_version: str | None) -> None:
+        """The resourceVersion the operator's apply of `ref` just returned."""
+        if resource_version:
+            self._written[ref] = resource_version
+        else:
+            self._written.pop(ref, None)
+
+    def written(self, ref: meta.ObjectRef) -> str | None:
+        """The resourceVersion of the operator's last apply of `ref` in this process."""
+        return self._written.get(ref)
 
     def start(self, api: aclient.ApiClient) -> None:
         self._api = api

@@ -26,12 +26,14 @@ owner, since owner holds permissions admin lacks; that is why every tier must ad
 
 NetworkPolicies (admin+). RBAC cannot tell objects apart by name on `create`, nor protect some
 objects of a kind but not others on `update`/`delete` without listing every name. So admins get
-create/update/patch/delete on all NetworkPolicies of their namespaces, and the admission webhook
-is the control that refuses changes to the operator's: names starting `tenantry-` and anything
-labelled `app.kubernetes.io/managed-by=tenantry` (the same protects the `tenantry:*` RoleBindings,
-which admins could otherwise edit). Policies are additive, so a tenant policy can only open more
-traffic: the webhook must also confine tenant-authored egress to the tenant's own namespaces, or
-an admin could allow 0.0.0.0/0 and undo the egress allow-list and the private-range blocks.
+create/update/patch/delete on all NetworkPolicies of their namespaces, and the operator's
+ValidatingAdmissionPolicy (`controller.protection`, evaluated in the apiserver, so no webhook
+can be down) is the control that refuses changes to the operator's: names starting `tenantry-`
+and anything labelled `app.kubernetes.io/managed-by=tenantry` (the same protects the
+`tenantry:*` RoleBindings, which admins could otherwise edit). Policies are additive, so a
+tenant policy can only open more traffic: the webhook must also confine tenant-authored egress
+to the tenant's own namespaces, or an admin could allow 0.0.0.0/0 and undo the egress
+allow-list and the private-range blocks.
 
 ServiceAccounts. Whoever may create pods in a namespace can run them as any ServiceAccount of
 that namespace (members can), so a ServiceAccount member that lives in a tenant namespace is in

@@ -293,9 +293,10 @@ def _not_just_created(wanted: Sequence[meta.Manifest],
             if not (obj["kind"] == "Namespace" and obj["metadata"]["name"] in created)]
 
 
-async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest],
-                       outcome: Outcome) -> list[meta.ObjectRef]:
-    """Apply objects in parallel; record and return the ones the cluster refused."""
+async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest], outcome: Outcome,
+                       children: Children | None = None) -> list[meta.ObjectRef]:
+    """Apply objects in parallel; record and return the ones the cluster refused (and, in
+    `children`, the resourceVersion each accepted apply returned)."""
     results = await asyncio.gather(*(api.apply(obj) for obj in objects),
                                    return_exceptions=True)
     failed = []
@@ -309,12 +310,17 @@ async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest],
             raise result
         else:
             metrics.CHILDREN_APPLIED.labels(str(obj["kind"])).inc()
+            if children is not None:
+                children.remember(meta.ref(obj), (result.get("metadata") or {}).get(
+                    "resourceVersion") if isinstance(result, Mapping) else None)
     return failed
 
 
 async def _apply_all(api: KubeApi, tenant_name: str, objects: Sequence[meta.Manifest],
-                     outcome: Outcome, children: Children | None = None) -> None:
-    """Apply `objects` stage by stage; with `children`, leave out what would not change."""
+                     outcome: Outcome, children: Children | None = None, *,
+                     skip_unchanged: bool = False) -> None:
+    """Apply `objects` stage by stage; with `children` and `skip_unchanged`, leave out what
+    would not change."""
     stages: dict[int, list[meta.Manifest]] = {}
     for obj in objects:
         stages.setdefault(_stage(obj), []).append(obj)
@@ -322,12 +328,12 @@ async def _apply_all(api: KubeApi, tenant_name: str, objects: Sequence[meta.Mani
     for stage in sorted(stages):
         # Fences come in earlier stages, so by the access stage every failed fence is known.
         batch = desired.withhold_access(stages[stage], desired.unfenced(failed))
-        if children is not None:
-            changing = [obj for obj in batch
-                        if not child_view.unchanged(children.get(meta.ref(obj)), obj)]
+        if children is not None and skip_unchanged:
+            changing = [obj for obj in batch if not child_view.unchanged(
+                children.get(meta.ref(obj)), obj, children.written(meta.ref(obj)))]
             outcome.unchanged += len(batch) - len(changing)
             batch = changing
-        failed += await _apply_stage(api, batch, outcome)
+        failed += await _apply_stage(api, batch, outcome, children)
     gaps = desired.unfenced(failed)
     if gaps:
         await _withhold_access(api, tenant_name, objects, gaps, outcome)
@@ -436,7 +442,7 @@ async def _reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
         tenant_name, tenant_uid, spec, granted=granted,
         operator_namespace=custody.operator_namespace())]
     await _apply_all(api, tenant_name, _not_just_created(wanted, outcome), outcome,
-                     children if resync else None)
+                     children, skip_unchanged=resync)
     if not first_time:
         previous = children.applied(tenant_name) if children is not None else None
         await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome, previous)
