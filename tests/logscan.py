@@ -33,6 +33,10 @@ PATTERNS: Mapping[str, re.Pattern[str]] = {
     "API key": re.compile(re.escape(apikeys.PREFIX) + r"[0-9A-Za-z]{38}(?![0-9A-Za-z])"),
     "PEM private key": re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
 }
+# A PEM private key base64-encoded, as Secret data and merge patches carry it: any long base64
+# run is decoded and looked into.
+BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+BASE64_PEM = "base64 PEM private key"
 MIN_VALUE = 8  # shorter values would match by chance
 
 
@@ -93,8 +97,18 @@ def scan_text(text: str, secrets: Mapping[str, str]) -> list[tuple[int, str]]:
         for name, pattern in PATTERNS.items():
             if pattern.search(line):
                 found.append((number, name))
+        if any(_holds_private_key(run) for run in BASE64_RUN.findall(line)):
+            found.append((number, BASE64_PEM))
         found.extend((number, what) for needle, what in needles.items() if needle in line)
     return found
+
+
+def _holds_private_key(run: str) -> bool:
+    try:
+        decoded = base64.b64decode(run + "=" * (-len(run) % 4))
+    except ValueError:
+        return False
+    return b"PRIVATE KEY-----" in decoded
 
 
 def scan(logs: Iterable[Log], secrets: Mapping[str, str]) -> list[Hit]:

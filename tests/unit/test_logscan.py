@@ -21,6 +21,10 @@ def _log(tmp_path: Path, text: str) -> list[logscan.Log]:
     return [logscan.Log("api", path)]
 
 
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 def _access_token() -> str:
     keys = rfc7517.KeySet(signing=ed25519.Ed25519PrivateKey.generate())
     token, _ = rfc9068.issue(keys, rfc9068.Policy(issuer="i", audience="a"),
@@ -37,6 +41,7 @@ def test_every_credential_shape_is_found_without_being_registered(tmp_path: Path
         "refresh token": f"refresh {rfc9700.new_token()} used twice",
         "API key": f"key={apikeys.new_key().key}",
         "PEM private key": pem.splitlines()[0],
+        logscan.BASE64_PEM: f'{{"data": {{"tls.key": "{_b64(pem)}"}}}}',
     }
     hits = logscan.scan(_log(tmp_path, "\n".join(planted.values())), {})
     assert [(hit.line, hit.what) for hit in hits] == list(
@@ -62,7 +67,8 @@ def test_redacted_forms_are_not_hits(tmp_path: Path) -> None:
     new = apikeys.new_key()
     token = _access_token()
     header = token.split(".", 1)[0]
-    text = "\n".join([f"api key {new.prefix}… revoked",
+    certificate = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB" + b"A" * 60).decode()
+    text = "\n".join([f"api key {new.prefix}… revoked", f"caBundle {certificate}",
                       f"header {header} refused: unknown kid", "token_type=Bearer"])
     assert logscan.scan(_log(tmp_path, text), {}) == []
 

@@ -17,7 +17,7 @@ expects.
 kopf's own Events ("Handler ... succeeded") are off (`settings.posting.enabled`): they had the
 same misplaced reference, and said nothing the handlers' Events do not. What they did say that
 matters, a handler failing unexpectedly, `reported` posts instead: a `ReconcileError` Warning
-with the exception's type and redacted message, once per object and message within
+with the exception's type (never its message), once per object and message within
 `FAILURE_REPEAT` (kopf retries every few seconds; a retry storm must not become an Event
 storm). A `kopf.TemporaryError` is not reported: handlers raise it only after posting Events
 and writing status conditions that say why.
@@ -35,7 +35,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import kopf
 
-from tenantry import logs
 from tenantry.controller import kubeapi
 from tenantry.controller.kubeapi import KubeApi
 
@@ -145,12 +144,17 @@ R = TypeVar("R")
 
 
 def failure(handler: str, error: BaseException) -> Posted:
-    """The Warning for a handler that raised `error` (pure): its type and redacted message,
-    never its arguments (kopf retries it; a PermanentError it does not)."""
+    """The Warning for a handler that raised `error` (pure): the exception's type and, for a
+    refusal of the Kubernetes API, its HTTP status and reason; never the exception's message.
+    Tenants read the Events of their namespaces, and a message can quote any value (a pydantic
+    `input_value`, a response body); redaction by pattern would let raw values through. The
+    operator's log has the whole story (its exception line is redacted there)."""
     then = "not retried" if isinstance(error, kopf.PermanentError) else "retrying"
-    detail = logs.redact_text(str(error)) or "(no message)"
-    return warning(RECONCILE_ERROR,
-                   f"{handler} failed ({then}): {type(error).__name__}: {detail}")
+    detail = type(error).__name__
+    if isinstance(error, kubeapi.ApiError):
+        detail += f" {error.status} {error.reason}"
+    return warning(RECONCILE_ERROR, f"{handler} failed ({then}): {detail}; the operator's "
+                                    "log has the details")
 
 
 def should_post(key: tuple[str, str], now: float) -> bool:

@@ -272,11 +272,20 @@ def test_a_second_policy_reports_a_conflict_and_an_unreadable_secret_says_how() 
     assert cluster.changes == []
 
 
-def test_an_overlap_shorter_than_the_token_lifetime_is_said() -> None:
+@pytest.mark.parametrize("overlap", ["30s", "20m", "60m"])
+def test_an_overlap_shorter_than_the_longest_token_lifetime_is_said(overlap: str) -> None:
+    """Participant tokens live an hour: 20 minutes cuts them even though it covers access
+    tokens."""
     cluster = SigningCluster()
-    cluster.run(_spec(signingKeyOverlap="30s"))
-    assert "shorter than the access-token lifetime plus skew" in \
+    cluster.run(_spec(signingKeyOverlap=overlap))
+    assert "shorter than the longest token lifetime plus skew" in \
         _conditions(cluster.status)["Retiring"].message
+
+
+def test_the_default_overlap_is_not_called_short() -> None:
+    cluster = SigningCluster()
+    cluster.run(_spec(signingKeyOverlap="61m"))
+    assert "shorter" not in _conditions(cluster.status)["Retiring"].message
 
 
 def test_no_key_material_reaches_status_events_or_the_ledger() -> None:

@@ -350,6 +350,25 @@ async def _verify(memo: kopf.Memo, namespace: str, name: str, what: str,
                          what)
 
 
+FEEDERS = ("credential-namespaces", "credential-tenants", "credential-bodies")
+
+
+class _QuietFeeders(logging.Filter):
+    """Drop kopf's "Handler 'credential-…' succeeded." line: the feeders below run on every
+    watch event of every Namespace, Tenant and Credential; they reconcile nothing, and a line
+    each would bury the reconciliations' own (their failures are still logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.INFO:
+            return True
+        message = record.getMessage()
+        return not (message.endswith(" succeeded.")
+                    and any(f"Handler '{feeder}'" in message for feeder in FEEDERS))
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietFeeders())
+
+
 @kopf.on.event("", "v1", "namespaces", id="credential-namespaces")
 async def follow_namespace(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     """Start or stop the ciphertext watch of a namespace as it becomes or stops being a tenant's.

@@ -45,8 +45,9 @@ PROMOTING = "PromotingSigningKey"
 WAITING_TO_SIGN = "WaitingForReplicasToSign"
 RETIREMENT_PENDING = "RetirementPending"
 NOTHING_TO_RETIRE = "NothingToRetire"
-# Below this, tokens signed by the old key are refused before they expire.
-ACCESS_TOKEN_LIFETIME_PLUS_SKEW = datetime.timedelta(minutes=15, seconds=60)
+# Below this, tokens signed by the old key are refused before they expire: the longest-lived
+# token the signing key signs (a participant token, 1 h; access tokens live 15 min) plus skew.
+LONGEST_TOKEN_LIFETIME_PLUS_SKEW = datetime.timedelta(hours=1, seconds=60)
 
 # Ledger actions (the rotation's start and end are plan's rotation.started/.completed).
 KEY_PUBLISHED = "rotation.signing-key-published"
@@ -364,10 +365,11 @@ def decide(world: SigningWorld) -> tuple[plan.Decision, SigningChange | None]:
     if keys.retiring:
         short = ""
         if schedule.parse_duration(base.spec.signing_key_overlap) \
-                < ACCESS_TOKEN_LIFETIME_PLUS_SKEW:
+                < LONGEST_TOKEN_LIFETIME_PLUS_SKEW:
             short = (f" (spec.signingKeyOverlap {base.spec.signing_key_overlap} is shorter "
-                     "than the access-token lifetime plus skew, 16m: tokens an old key signed "
-                     "are refused before they expire)")
+                     "than the longest token lifetime plus skew, 61m: participant tokens "
+                     "(1h), and under 16m access tokens too, that an old key signed are "
+                     "refused before they expire)")
         updates.append(conditions.condition("Retiring", "True", RETIREMENT_PENDING, "; ".join(
             f"{v}: {why}" for v, why in keys.retiring.items()) + short,
             generation=generation))

@@ -4,8 +4,9 @@ certificates themselves show it happened.
 
 The webhook owns its certificates and already rotates them with an overlap (`webhook.certs`):
 a new CA joins the caBundle first, the serving certificate moves to it after the propagation
-delay, the old CA stays trusted until it expires. So the operator makes no certificate and holds
-no key: it asks, through two annotations on Secret `tenantry-webhook-tls` (a merge patch with a
+delay, the old CA stays trusted until it expires. So the operator makes no certificate and uses
+no key (it can read them: RBAC has no metadata-only read; its code never decodes them): it asks,
+through two annotations on Secret `tenantry-webhook-tls` (a merge patch with a
 resourceVersion precondition; RBAC: get and patch on that one Secret), and the webhook, which
 looks for requests every few seconds, rotates through its own code path and marks the request
 served. One call of `decide` is one step:
