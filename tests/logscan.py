@@ -68,15 +68,17 @@ def watch_log(component: str, path: Path) -> None:
         LOGS.append(Log(component, path))
 
 
-def remember(value: str | bytes, what: str) -> None:
-    """A secret value that must never appear in any component's log."""
+def remember(value: str | bytes, what: str, into: dict[str, str] | None = None) -> None:
+    """A secret value that must never appear in any component's log (in `SECRETS`, or
+    `into`)."""
+    registry = SECRETS if into is None else into
     text = value.decode("latin-1") if isinstance(value, bytes) else value
     if len(text) >= MIN_VALUE:
-        SECRETS.setdefault(text, what)
+        registry.setdefault(text, what)
     if isinstance(value, bytes):
         # Raw key bytes show up only encoded.
         for form in _encodings(value):
-            SECRETS.setdefault(form, what)
+            registry.setdefault(form, what)
 
 
 def _encodings(raw: bytes) -> set[str]:
