@@ -11,6 +11,7 @@ Asked both ways: a SubjectAccessReview per verb, and real requests with its cred
 
 from __future__ import annotations
 
+import pytest
 from kubernetes import client
 
 from tests.conftest import OPERATOR_GROUPS, OPERATOR_USER, OperatorProcess, UserApi
@@ -57,6 +58,13 @@ def test_the_operator_reads_no_secret_outside_tenant_namespaces(
     for verb in ("get", "list", "watch"):
         assert not _may(admin_api, verb, ""), f"{verb} secrets cluster-wide"
     assert forbidden(as_operator.list_secret_for_all_namespaces)
+    # Not even by name the webhook's Secret (its CA and serving keys): the WebhookCertificates
+    # rotation asks through a ConfigMap instead.
+    for verb in ("get", "patch", "update", "delete"):
+        assert not _may(admin_api, verb, "tenantry-system", "tenantry-webhook-tls"), verb
+    with pytest.raises(client.ApiException) as refused:
+        as_operator.read_namespaced_secret("tenantry-webhook-tls", "tenantry-system")
+    assert refused.value.status == 403
 
     # ...while in a tenant namespace it may do what Credentials need, and no more.
     name = unique("opsec")

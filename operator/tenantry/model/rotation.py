@@ -207,19 +207,20 @@ class WebhookCertRotation(SpecModel):
 
     id: Annotated[str, Field(max_length=192, description="trigger:<value> or schedule:<time>.")]
     request: Annotated[str, Field(
-        max_length=253, description="The request id annotated on the webhook's Secret.")]
+        max_length=253,
+        description="The request id written to ConfigMap tenantry-webhook-rotation.")]
     started_time: Time
     step: WebhookCertStep = WebhookCertStep.REQUESTED
     rotate_ca: Annotated[bool, Field(alias="rotateCA")] = False
     from_serial: Annotated[str, Field(max_length=64)]
     from_ca: Annotated[Fingerprint, Field(alias="fromCA")]
     requests: Annotated[int, Field(
-        ge=1, description="How many times it was asked (again when the Secret claimed it "
+        ge=1, description="How many times it was asked (again when the webhook claimed it "
                           "served without a new certificate).")] = 1
 
 
 class WebhookCertificatesStatus(SpecModel):
-    """The webhook's certificates as the Secret holds them (public facts only)."""
+    """The webhook's certificates as it publishes them (public facts only)."""
 
     rotation: Annotated[WebhookCertRotation | None, Field(
         description="The rotation in progress, absent when none is.")] = None

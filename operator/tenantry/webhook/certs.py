@@ -21,14 +21,19 @@ A serving certificate never outlives the CA that signed it (its notAfter is clam
 CA can leave the bundle exactly when it expires.
 
 On demand (a RotationPolicy with target WebhookCertificates): the operator asks for a rotation
-by annotating the Secret (`REQUESTED_ANNOTATION` = a request id, `ROTATE_CA_ANNOTATION` = "true"
-for a new CA too). A request not served yet (`SERVED_ANNOTATION` differs) is a forced rotation
-through the same steps as the scheduled one: with a CA, step 2 happens now (and
-`CA_SERVED_ANNOTATION` records that it did, so later resyncs make no second CA) and the serving
-certificate follows after `ca_propagation`, as in step 3; without, the serving certificate is
-re-issued by the current CA now, unless it waits for a CA's propagation anyway (then that switch
-serves the request). The request is marked served in the same Secret write as the new serving
-certificate. The annotations carry ids only; the operator checks the certificates themselves.
+in ConfigMap `ROTATION_CONFIGMAP` (data `REQUESTED_KEY` = a request id, `ROTATE_CA_KEY` = "true"
+for a new CA too), never in the Secret: the operator's identity may not read the Secret at all,
+since `get` of a Secret returns its keys (`ca-signer.key` would let a stolen operator token sign
+serving certificates the apiserver trusts). A request not served yet (`SERVED_ANNOTATION` on the
+Secret differs) is a forced rotation through the same steps as the scheduled one: with a CA,
+step 2 happens now (and `CA_SERVED_ANNOTATION` records that it did, so later resyncs make no
+second CA) and the serving certificate follows after `ca_propagation`, as in step 3; without,
+the serving certificate is re-issued by the current CA now, unless it waits for a CA's
+propagation anyway (then that switch serves the request). The request is marked served in the
+same Secret write as the new serving certificate; then the webhook publishes the public facts in
+the ConfigMap (`rotation_facts`: the served id and the certificates, never a key), from which the
+operator judges the rotation. Only the webhook's identity may write those facts, and the
+operator's only the request keys (manifests/webhook/operator-requests-only.yaml).
 """
 
 from __future__ import annotations
@@ -61,11 +66,18 @@ TLS_CERT, TLS_KEY, TRUSTED_CAS = "tls.crt", "tls.key", "ca.crt"
 SIGNER_CERT, SIGNER_KEY = "ca-signer.crt", "ca-signer.key"
 ROTATED_AT_ANNOTATION = f"{common.GROUP}/ca-rotated-at"
 SECRET_NAME = "tenantry-webhook-tls"  # noqa: S105 - a name, not a secret
-# On-demand rotation: written by the operator (a request), then by the webhook (served).
-REQUESTED_ANNOTATION = f"{common.GROUP}/rotate-requested"
-ROTATE_CA_ANNOTATION = f"{common.GROUP}/rotate-ca"
+# The webhook's own record, on the Secret, of which request it served (and made a CA for).
 SERVED_ANNOTATION = f"{common.GROUP}/rotated-for"
 CA_SERVED_ANNOTATION = f"{common.GROUP}/ca-rotated-for"
+# On-demand rotation, in a ConfigMap the webhook makes at start (it holds no secret): the
+# operator writes the request keys; the webhook writes every other key (the facts).
+ROTATION_CONFIGMAP = "tenantry-webhook-rotation"
+REQUESTED_KEY, ROTATE_CA_KEY = "rotate-requested", "rotate-ca"
+SERVED_KEY = "rotated-for"
+REQUEST_KEYS = (REQUESTED_KEY, ROTATE_CA_KEY)
+# The public certificates, as PEM text: the operator computes serials, notAfter, fingerprints
+# and who signed whom itself, rather than trusting numbers someone wrote.
+FACT_KEYS = (SERVED_KEY, TLS_CERT, TRUSTED_CAS, SIGNER_CERT)
 MAX_REQUEST_ID = 253
 # Replace a certificate when less than this fraction of its lifetime remains.
 DEFAULT_RENEW_FRACTION = 1 / 3
@@ -100,7 +112,7 @@ class KeyPair:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Request:
-    """A rotation the operator asked for (Secret annotations)."""
+    """A rotation the operator asked for (the request keys of the rotation ConfigMap)."""
 
     id: str
     rotate_ca: bool = False
@@ -119,7 +131,8 @@ class TlsState:
     ca_rotated_at: datetime.datetime
     """When the current CA entered the bundle."""
     request: Request | None = None
-    """The last rotation the operator asked for (served or not)."""
+    """The last rotation the operator asked for (served or not), from the rotation ConfigMap
+    (`with_request`); never stored in the Secret."""
     served: str | None = None
     """The id of the last request whose serving certificate is in place."""
     ca_served: str | None = None
@@ -470,8 +483,7 @@ def to_secret(state: TlsState, *, name: str, namespace: str,
               resource_version: str | None = None) -> dict[str, Any]:
     """The Secret that stores `state` (with `resource_version`, an update precondition)."""
     annotations = {ROTATED_AT_ANNOTATION: state.ca_rotated_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
-    # The request annotations are the operator's: never written here, so an apply (which owns
-    # what it sends) leaves them alone.
+    # The request is not the Secret's: it lives in the rotation ConfigMap (`request_of`).
     if state.served is not None:
         annotations[SERVED_ANNOTATION] = state.served
     if state.ca_served is not None:
@@ -519,7 +531,6 @@ def from_secret(secret: Mapping[str, Any]) -> tuple[TlsState | None, str | None]
         trusted=trusted,
         serving=KeyPair(fields[TLS_CERT], fields[TLS_KEY]),
         ca_rotated_at=rotated_at,
-        request=request_of(annotations),
         served=request_id(annotations.get(SERVED_ANNOTATION)),
         ca_served=request_id(annotations.get(CA_SERVED_ANNOTATION)),
     ), None
@@ -534,19 +545,44 @@ def request_id(value: object) -> str | None:
     return None
 
 
-def request_of(annotations: Mapping[str, Any]) -> Request | None:
-    """The rotation the operator asked for in a Secret's annotations, or None."""
-    asked = request_id(annotations.get(REQUESTED_ANNOTATION))
+def request_of(configmap: Mapping[str, Any] | None) -> Request | None:
+    """The rotation the operator asked for in the rotation ConfigMap, or None."""
+    data = (configmap or {}).get("data") or {}
+    asked = request_id(data.get(REQUESTED_KEY))
     if asked is None:
         return None
-    return Request(asked, rotate_ca=annotations.get(ROTATE_CA_ANNOTATION) == "true")
+    return Request(asked, rotate_ca=data.get(ROTATE_CA_KEY) == "true")
 
 
-def pending_request(secret: Mapping[str, Any]) -> Request | None:
-    """The request a Secret holds that it has not served yet (the annotations alone: what the
-    webhook checks between resyncs)."""
-    annotations = (secret.get("metadata") or {}).get("annotations") or {}
-    request = request_of(annotations)
-    if request is not None and request.id != request_id(annotations.get(SERVED_ANNOTATION)):
+def with_request(state: TlsState, configmap: Mapping[str, Any] | None) -> TlsState:
+    """`state` (read from the Secret) with the request the rotation ConfigMap holds."""
+    return dataclasses.replace(state, request=request_of(configmap))
+
+
+def pending_request(configmap: Mapping[str, Any] | None) -> Request | None:
+    """The request the rotation ConfigMap holds and does not say was served (its data alone:
+    what the webhook checks between resyncs; a stale or forged `SERVED_KEY` only makes a resync
+    sooner or later, the Secret's own record decides)."""
+    request = request_of(configmap)
+    data = (configmap or {}).get("data") or {}
+    if request is not None and request.id != request_id(data.get(SERVED_KEY)):
         return request
     return None
+
+
+def rotation_facts(state: TlsState) -> dict[str, str | None]:
+    """The public facts the webhook publishes in the rotation ConfigMap: the request it served
+    and its certificates (PEM), never a key. None removes a key (nothing served yet)."""
+    return {SERVED_KEY: state.served, TLS_CERT: state.serving.cert_pem.decode(),
+            TRUSTED_CAS: state.ca_bundle().decode(), SIGNER_CERT: state.ca.cert_pem.decode()}
+
+
+def rotation_configmap(state: TlsState, *, name: str, namespace: str,
+                       labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The rotation ConfigMap as the webhook makes it and applies it: the facts only (server-side
+    apply owns what it sends, so the operator's request keys are left alone)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    data = {key: value for key, value in rotation_facts(state).items() if value is not None}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}

@@ -166,6 +166,8 @@ class Webhook:
             logger.warning("caches not synced after %.0fs: serving with GET fallbacks meanwhile",
                            SYNC_TIMEOUT)
         await keeper.publish(state)
+        # After the caBundle, as in every resync: the operator may judge a rotation from these.
+        await keeper.publish_facts(state)
         logger.info("ValidatingWebhookConfiguration %s is current; calls go to %s",
                     settings.configuration_name,
                     settings.endpoint.client_config(table[0].path))

@@ -1,14 +1,21 @@
-"""Keeps the webhook's TLS in step: the Secret, the server's SSL context, the caBundle.
+"""Keeps the webhook's TLS in step: the Secret, the server's SSL context, the caBundle, and the
+rotation ConfigMap.
 
 The certificates live in one Secret (`tenantry-webhook-tls` in Tenantry's namespace), so every
 replica serves from the same CA and any replica may rotate. Each resync:
 
-1. read the Secret and let `certs.plan` decide (first start, rotation, expiry, new names);
+1. read the Secret and the rotation ConfigMap (`tenantry-webhook-rotation`: the operator's
+   request) and let `certs.plan` decide (first start, rotation, expiry, new names, a request);
    write the result with the Secret's resourceVersion as a precondition: when two replicas race,
    one write wins and the other re-reads and adopts it (no split-brain CAs);
 2. publish the trusted bundle as the caBundle of the webhook configuration (server-side apply,
    and only when the configuration differs from what it should be, so drift is corrected too);
-3. load the serving certificate into the live SSL context: new handshakes use it at once, no
+3. publish the public facts (served request, certificates; never a key) in the rotation
+   ConfigMap, creating it on first start: the operator judges its requests from them, and may
+   not read the Secret. The webhook makes the ConfigMap rather than the operator because
+   `create` cannot be limited by name in RBAC: the operator's identity would then create any
+   ConfigMap of Tenantry's namespace (the webhook already may, as it creates its Secret);
+4. load the serving certificate into the live SSL context: new handshakes use it at once, no
    restart, and connections already open finish undisturbed.
 
 Publishing before loading means that when a rotation also replaces the serving certificate, the
@@ -17,10 +24,13 @@ apiserver already trusts the new CA by the time we present a certificate signed 
 The same context asks peers for a client certificate and verifies it against the client CA file
 (`clientauth`), which each resync re-reads too.
 
-Between resyncs, every `REQUEST_POLL` seconds, a GET of the Secret looks for a rotation the
-operator asked for (`certs.pending_request`) and resyncs at once when there is one: a policy's
-rotation should not wait for the next resync (a minute by default), and while a requested CA
-propagates this keeps checking until the serving certificate may switch.
+Between resyncs, every `REQUEST_POLL` seconds, a GET of the rotation ConfigMap looks for a
+rotation the operator asked for (`certs.pending_request`) and resyncs at once when there is one:
+a policy's rotation should not wait for the next resync (a minute by default), and while a
+requested CA propagates this keeps checking until the serving certificate may switch. Facts a
+replica published from a state another replica has since replaced are consistent (an older
+served id with its older certificates), so the operator only waits; the next poll sees the
+request unserved there and resyncs, which publishes the current ones.
 """
 
 from __future__ import annotations
@@ -80,10 +90,12 @@ class CertKeeper:
                  names: tuple[str, ...], cert_dir: Path, policy: certs.CertPolicy,
                  configuration: Callable[[bytes], dict[str, Any]],
                  client_ca_file: Path | None = None,
-                 clock: Callable[[], datetime.datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime.datetime] = utcnow,
+                 rotation_name: str = certs.ROTATION_CONFIGMAP) -> None:
         self._api = api
         self._namespace = namespace
         self._secret_name = secret_name
+        self._rotation_name = rotation_name
         self._names = names
         self._cert_dir = cert_dir
         self._policy = policy
@@ -107,7 +119,7 @@ class CertKeeper:
         return self._cert_dir / certs.TRUSTED_CAS
 
     async def refresh(self) -> certs.TlsState:
-        """Read the Secret, plan, and store the plan's state if it changed."""
+        """Read the Secret and the request, plan, and store the plan's state if it changed."""
         for _ in range(WRITE_ATTEMPTS):
             secret = await self._api.get("v1", "Secret", self._secret_name, self._namespace)
             current: certs.TlsState | None = None
@@ -116,6 +128,8 @@ class CertKeeper:
                 if problem:
                     logger.warning("Secret %s/%s holds no usable certificates (%s): replacing "
                                    "them", self._namespace, self._secret_name, problem)
+            if current is not None:
+                current = certs.with_request(current, await self._rotation())
             plan = certs.plan(self._clock(), current, self._names, self._policy)
             if not plan.changed:
                 self.state = plan.state
@@ -172,6 +186,34 @@ class CertKeeper:
                     len(certs.split_pems(state.ca_bundle())))
         return True
 
+    async def _rotation(self) -> dict[str, Any] | None:
+        return await self._api.get("v1", "ConfigMap", self._rotation_name, self._namespace)
+
+    async def publish_facts(self, state: certs.TlsState) -> bool:
+        """Make the rotation ConfigMap's facts those of `state` (creating it if missing); False
+        if they already were. The operator's request keys are never written here."""
+        desired = certs.rotation_configmap(state, name=self._rotation_name,
+                                           namespace=self._namespace, labels=LABELS)
+        actual = await self._rotation()
+        facts = {key: value for key, value in ((actual or {}).get("data") or {}).items()
+                 if key in certs.FACT_KEYS}
+        if actual is not None and facts == desired["data"]:
+            return False
+        try:
+            if actual is None:
+                await self._api.create(desired, field_manager=FIELD_MANAGER)
+            else:
+                await self._api.apply(desired, field_manager=FIELD_MANAGER)
+        except ApiError as error:
+            if error.status == 409:  # another replica made it first: the next resync applies
+                return False
+            raise
+        logger.info("ConfigMap %s/%s %s: served %s, serving certificate serial %s",
+                    self._namespace, self._rotation_name,
+                    "created" if actual is None else "updated", state.served or "nothing yet",
+                    certs.serial_text(state.serving.cert))
+        return True
+
     async def start(self) -> certs.TlsState:
         """Certificates ready to serve with (before the server listens); ValueError if the
         client CA file holds no CA."""
@@ -182,17 +224,18 @@ class CertKeeper:
         return state
 
     async def sync(self) -> None:
-        """One resync: the client CA, then the Secret, the caBundle, the server's certificate."""
+        """One resync: the client CA, then the Secret, the caBundle, the rotation facts, the
+        server's certificate."""
         if self.client_ca is not None:
             self.client_ca.reload()
         state = await self.refresh()
         await self.publish(state)
+        await self.publish_facts(state)
         self.install(state)
 
     async def requested(self) -> certs.Request | None:
-        """The rotation the Secret asks for and has not served yet (annotations only)."""
-        secret = await self._api.get("v1", "Secret", self._secret_name, self._namespace)
-        return None if secret is None else certs.pending_request(secret)
+        """The rotation the ConfigMap asks for and does not say was served (one GET)."""
+        return certs.pending_request(await self._rotation())
 
     async def run(self, interval: float, request_poll: float = REQUEST_POLL) -> None:
         """Resync every `interval` seconds for ever, and sooner when a rotation is requested;

@@ -1,14 +1,16 @@
 """RotationPolicy target WebhookCertificates through the real operator, the real webhook process
 and the real apiserver (the session's: webhook resync 1 s, CA propagation 2 s).
 
-A trigger asks the webhook, through annotations on its Secret, for a new serving certificate
-(and a new CA when `rotateCA` is set); the webhook rotates through its own overlap (new CA in
-the caBundle first, the serving certificate moves after the propagation delay); the policy
-reports it from the certificates themselves. All along, a loop of dry-run pod and Credential
-creates must be judged by the webhook: not one may fail on TLS. Attacks: a policy outside
-Tenantry's namespace, the operator's identity against other Secrets and against the fields of
-this one (manifests/webhook/operator-requests-only.yaml, in force for the whole module, so the
-operator's real requests pass it), a forged `rotated-for`.
+A trigger asks the webhook, through ConfigMap tenantry-webhook-rotation, for a new serving
+certificate (and a new CA when `rotateCA` is set); the webhook rotates through its own overlap
+(new CA in the caBundle first, the serving certificate moves after the propagation delay) and
+publishes what it served with its certificates there; the policy reports it from those
+certificates. All along, a loop of dry-run pod and Credential creates must be judged by the
+webhook: not one may fail on TLS. Attacks: a policy outside Tenantry's namespace; the operator's
+identity against the webhook's Secret (no access at all: its keys), other ConfigMaps and the
+fields of this one; anyone but the webhook writing the facts
+(manifests/webhook/operator-requests-only.yaml, in force for the whole module, so the real
+requests and publications pass it); a forged `rotated-for`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ from tests.e2e.webhook.test_webhook_lifecycle import (
 from tests.e2e.webhook.webhook_helpers import (
     DENIED_BY_CREDENTIALS,
     DENIED_BY_WORKLOADS,
+    WEBHOOK_GROUPS,
+    WEBHOOK_USER,
     Outcome,
     RawApi,
     WebhookProcess,
@@ -56,7 +60,9 @@ from tests.helpers import GROUP, VERSION, conditions_of, eventually, forbidden, 
 NAMESPACE = "tenantry-system"
 PLURAL = "rotationpolicies"
 REQUESTS_ONLY = REPO_ROOT / "manifests" / "webhook" / "operator-requests-only.yaml"
-REQUESTS_ONLY_NAME = "tenantry-operator-webhook-tls-requests-only"
+REQUESTS_ONLY_NAMES = ("tenantry-webhook-rotation-operator-requests-only",
+                       "tenantry-webhook-rotation-facts-webhook-only")
+ROTATION_PATH = f"/api/v1/namespaces/{NAMESPACE}/configmaps/{certs.ROTATION_CONFIGMAP}"
 
 
 def _as_operator(as_user: UserApi) -> client.CoreV1Api:
@@ -66,30 +72,42 @@ def _as_operator(as_user: UserApi) -> client.CoreV1Api:
 @pytest.fixture(scope="module", autouse=True)
 def requests_only(admin_api: client.ApiClient, webhook: WebhookProcess,
                   control_plane: LocalControlPlane) -> Iterator[None]:
-    """The admission policy that holds the operator's identity to the request annotations, in
-    force (probed: a label the operator may not add is refused), removed afterwards."""
+    """The admission policies that hold the operator's identity to the request keys and keep
+    the facts the webhook's, in force (probed: a label the operator may not add, a fact the
+    admin may not write, are refused), removed afterwards."""
     kube.apply(admin_api, kube.load_manifests([REQUESTS_ONLY]))
     operator_api = kube.api_client(control_plane.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS))
     as_operator, core = client.CoreV1Api(operator_api), client.CoreV1Api(admin_api)
+    name = certs.ROTATION_CONFIGMAP
 
-    def in_force() -> bool:
+    def refused(call: Any) -> bool:
         try:
-            as_operator.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE,
-                                                {"metadata": {"labels": {"probe": "x"}}})
+            call()
         except client.ApiException as error:
             return error.status in (403, 422)
-        core.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE,
-                                     {"metadata": {"labels": {"probe": None}}})
         return False
 
+    def in_force() -> bool:
+        if not refused(lambda: as_operator.patch_namespaced_config_map(
+                name, NAMESPACE, {"metadata": {"labels": {"probe": "x"}}})):
+            core.patch_namespaced_config_map(name, NAMESPACE,
+                                             {"metadata": {"labels": {"probe": None}}})
+            return False
+        if not refused(lambda: core.patch_namespaced_config_map(
+                name, NAMESPACE, {"data": {"probe": "x"}})):
+            core.patch_namespaced_config_map(name, NAMESPACE, {"data": {"probe": None}})
+            return False
+        return True
+
     try:
-        eventually(in_force, timeout=30, what="the requests-only admission policy in force")
+        eventually(in_force, timeout=30, what="the rotation ConfigMap's admission policies")
     finally:
         operator_api.close()
     yield
     admission = client.AdmissionregistrationV1Api(admin_api)
-    admission.delete_validating_admission_policy_binding(REQUESTS_ONLY_NAME)
-    admission.delete_validating_admission_policy(REQUESTS_ONLY_NAME)
+    for policy_name in REQUESTS_ONLY_NAMES:
+        admission.delete_validating_admission_policy_binding(policy_name)
+        admission.delete_validating_admission_policy(policy_name)
 
 
 def _state(raw: RawApi) -> tuple[certs.TlsState, dict[str, Any]]:
@@ -101,6 +119,13 @@ def _state(raw: RawApi) -> tuple[certs.TlsState, dict[str, Any]]:
 
 def _serial(raw: RawApi) -> str:
     return certs.serial_text(_state(raw)[0].serving.cert)
+
+
+def _rotation(raw: RawApi) -> dict[str, Any]:
+    """The rotation ConfigMap (the webhook made it at start)."""
+    found: dict[str, Any] = raw.request("GET", ROTATION_PATH).body
+    assert found.get("kind") == "ConfigMap", found
+    return found
 
 
 class Asker(threading.Thread):
@@ -184,7 +209,7 @@ def test_a_trigger_rotates_the_serving_certificate_with_no_failed_review(
         _create_policy(admin_api, _policy(policy))
         done = _policy_ready(admin_api, NAMESPACE, policy, status="True",
                              reason="RotationSucceeded")
-        after, secret = _state(raw_api)
+        after, _ = _state(raw_api)
         eventually(lambda: _presented(webhook) == after.serving.cert, timeout=20,
                    what="the webhook to present the new certificate")
         time.sleep(1.0)  # a few more reviews against the new certificate
@@ -202,14 +227,21 @@ def test_a_trigger_rotates_the_serving_certificate_with_no_failed_review(
     reasons = [r for _, r in _policy_events(admin_api, NAMESPACE, policy)]
     assert "RotationStarted" in reasons and "RotationCompleted" in reasons
 
-    # The request is an id, the served mark the same id: no key, no certificate in either.
-    annotations = secret["metadata"]["annotations"]
-    request = annotations[certs.REQUESTED_ANNOTATION]
+    # The request is an id, the served mark the same id, beside the public certificates the
+    # webhook published (the ones it serves): no key anywhere in the ConfigMap.
+    rotation = _rotation(raw_api)
+    data = rotation["data"]
+    request = data[certs.REQUESTED_KEY]
     assert request.startswith("trigger:now@") and len(request) < 64
-    assert annotations[certs.SERVED_ANNOTATION] == request
-    assert certs.ROTATE_CA_ANNOTATION not in annotations
-    protocol = " ".join(v for k, v in annotations.items() if k.startswith("tenantry.dev/"))
-    assert "-----" not in protocol
+    assert data[certs.SERVED_KEY] == request == after.served
+    assert certs.ROTATE_CA_KEY not in data
+    assert data[certs.TLS_CERT] == after.serving.cert_pem.decode()
+    assert data[certs.SIGNER_CERT] == after.ca.cert_pem.decode()
+    assert data[certs.TRUSTED_CAS] == after.ca_bundle().decode()
+    assert "PRIVATE KEY" not in repr(rotation)
+    annotations = _state(raw_api)[1]["metadata"]["annotations"]
+    assert not any(k.startswith("tenantry.dev/rotate-") for k in annotations), \
+        "nothing is requested on the Secret"
 
     def completed() -> list[dict[str, Any]] | None:
         found = _platform_entries(ledger, policy)
@@ -219,7 +251,7 @@ def test_a_trigger_rotates_the_serving_certificate_with_no_failed_review(
     assert [e["action"] for e in entries] == ["rotation.started", "rotation.completed"]
     assert entries[-1]["changes"]["fromSerial"] == before_serial
     assert entries[-1]["changes"]["toSerial"] == after_serial
-    dumped = repr([entries, status, annotations, _policy_events(admin_api, NAMESPACE, policy),
+    dumped = repr([entries, status, rotation, _policy_events(admin_api, NAMESPACE, policy),
                    client.CoreV1Api(admin_api).list_namespaced_event(NAMESPACE).to_dict()])
     for text in _key_texts(before) + _key_texts(after):
         assert text not in dumped
@@ -281,6 +313,7 @@ def test_a_policy_outside_tenantrys_namespace_touches_no_certificate(
         webhook: WebhookProcess, namespace: str) -> None:
     _, secret = _state(raw_api)
     version = secret["metadata"]["resourceVersion"]
+    rotation_version = _rotation(raw_api)["metadata"]["resourceVersion"]
     name = "certs"
     _create_policy(admin_api, _policy(name, namespace))
     refused = _policy_ready(admin_api, namespace, name, status="False",
@@ -293,6 +326,7 @@ def test_a_policy_outside_tenantrys_namespace_touches_no_certificate(
     time.sleep(3.0)  # several webhook resyncs: nothing was asked
     _, later = _state(raw_api)
     assert later["metadata"]["resourceVersion"] == version
+    assert _rotation(raw_api)["metadata"]["resourceVersion"] == rotation_version
 
     # The CA option belongs to the WebhookCertificates target (the CRD's rule).
     with pytest.raises(client.ApiException) as invalid:
@@ -303,54 +337,75 @@ def test_a_policy_outside_tenantrys_namespace_touches_no_certificate(
         api_message(invalid.value)
 
 
-def test_the_operator_may_annotate_the_webhook_secret_and_no_other(
+def test_the_operator_may_not_read_the_webhook_secret_only_write_its_request(
         admin_api: client.ApiClient, as_user: UserApi, operator: OperatorProcess,
         webhook: WebhookProcess) -> None:
-    def may(verb: str, name: str = "") -> bool:
+    """The finding this protocol fixes: `get` of the webhook's Secret returns `ca-signer.key`,
+    with which a stolen operator token could sign serving certificates the apiserver trusts.
+    The operator's identity has no permission on it at all, and get+patch of one ConfigMap."""
+    def may(verb: str, resource: str, name: str = "") -> bool:
         review = client.V1SubjectAccessReview(spec=client.V1SubjectAccessReviewSpec(
             user=OPERATOR_USER, groups=list(OPERATOR_GROUPS),
             resource_attributes=client.V1ResourceAttributes(
-                verb=verb, resource="secrets", namespace=NAMESPACE, name=name or None)))
+                verb=verb, resource=resource, namespace=NAMESPACE, name=name or None)))
         answer = client.AuthorizationV1Api(admin_api).create_subject_access_review(review)
         return bool(answer.status.allowed)
 
-    secret = certs.SECRET_NAME
-    assert may("get", secret) and may("patch", secret)
+    secret, rotation = certs.SECRET_NAME, certs.ROTATION_CONFIGMAP
+    for verb in ("get", "patch", "update", "create", "delete", "list", "watch",
+                 "deletecollection"):
+        assert not may(verb, "secrets", secret), f"{verb} Secret {secret}"
+    assert may("get", "configmaps", rotation) and may("patch", "configmaps", rotation)
     for verb in ("create", "update", "delete", "list", "watch", "deletecollection"):
-        assert not may(verb, secret), f"{verb} {secret}"
-    for other in ("tenantry-ledger", "tenantry-webhook-tls-copy", "platform-db"):
-        assert not may("get", other) and not may("patch", other), other
-    assert not may("list") and not may("watch")
+        assert not may(verb, "configmaps", rotation), f"{verb} ConfigMap {rotation}"
+    for other in ("tenantry-webhook-client-ca", "tenantry-webhook-rotation-copy"):
+        assert not may("get", "configmaps", other) and not may("patch", "configmaps", other)
 
     # The same as real requests with the operator's credentials.
     core = client.CoreV1Api(admin_api)
     decoy = unique("decoy")
-    core.create_namespaced_secret(NAMESPACE, client.V1Secret(
-        metadata=client.V1ObjectMeta(name=decoy), string_data={"k": "not-for-operator"}))
+    core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=decoy), data={"k": "not-for-operator"}))
     try:
         as_operator = client.CoreV1Api(as_user(OPERATOR_USER, list(OPERATOR_GROUPS)))
-        assert as_operator.read_namespaced_secret(secret, NAMESPACE).metadata.name == secret
-        patch = {"metadata": {"annotations": {"tenantry.dev/rotate-requested": "x"}}}
-        assert forbidden(lambda: as_operator.patch_namespaced_secret(decoy, NAMESPACE, patch))
-        assert forbidden(lambda: as_operator.read_namespaced_secret(decoy, NAMESPACE))
-        assert forbidden(lambda: as_operator.delete_namespaced_secret(secret, NAMESPACE))
-        assert forbidden(lambda: as_operator.list_namespaced_secret(NAMESPACE))
-        assert forbidden(lambda: as_operator.create_namespaced_secret(NAMESPACE, client.V1Secret(
-            metadata=client.V1ObjectMeta(name=unique("new")))))
+        # The attack: read the webhook's keys. RBAC refuses it outright (403, not admission).
+        with pytest.raises(client.ApiException) as refused:
+            as_operator.read_namespaced_secret(secret, NAMESPACE)
+        assert refused.value.status == 403, refused.value.body
+        assert "ca-signer" not in str(refused.value.body)
+        for call in (lambda: as_operator.patch_namespaced_secret(secret, NAMESPACE, {
+                         "metadata": {"annotations": {"tenantry.dev/rotate-requested": "x"}}}),
+                     lambda: as_operator.delete_namespaced_secret(secret, NAMESPACE),
+                     lambda: as_operator.list_namespaced_secret(NAMESPACE)):
+            with pytest.raises(client.ApiException) as refused:
+                call()
+            assert refused.value.status == 403
+        # Its one ConfigMap: readable, and nothing secret in it.
+        found = as_operator.read_namespaced_config_map(rotation, NAMESPACE)
+        assert found.data and certs.TLS_CERT in found.data
+        assert "PRIVATE KEY" not in repr(found.data)
+        patch = {"data": {certs.REQUESTED_KEY: "x"}}
+        assert forbidden(lambda: as_operator.patch_namespaced_config_map(decoy, NAMESPACE, patch))
+        assert forbidden(lambda: as_operator.read_namespaced_config_map(decoy, NAMESPACE))
+        assert forbidden(lambda: as_operator.delete_namespaced_config_map(rotation, NAMESPACE))
+        assert forbidden(lambda: as_operator.list_namespaced_config_map(NAMESPACE))
+        assert forbidden(lambda: as_operator.create_namespaced_config_map(
+            NAMESPACE, client.V1ConfigMap(metadata=client.V1ObjectMeta(name=unique("new")))))
     finally:
-        core.delete_namespaced_secret(decoy, NAMESPACE)
+        core.delete_namespaced_config_map(decoy, NAMESPACE)
 
 
 @contextlib.contextmanager
 def webhook_cannot_write(admin_api: client.ApiClient) -> Iterator[None]:
-    """The webhook keeps serving and reading its Secret, but may not write it (its Role without
-    patch and update, put back afterwards): no request can be served meanwhile."""
+    """The webhook keeps serving and reading its Secret, but may not write it (its Role's Secret
+    rules without patch and update, put back afterwards): no request can be served meanwhile,
+    and so no fact published (a resync publishes after its Secret write)."""
     rbac = client.RbacAuthorizationV1Api(admin_api)
     role = rbac.read_namespaced_role("tenantry-webhook", NAMESPACE)
     original: list[dict[str, Any]] = [admin_api.sanitize_for_serialization(rule)
                                       for rule in role.rules]
     reduced = [{**rule, "verbs": [v for v in rule["verbs"] if v not in ("patch", "update")]}
-               for rule in original]
+               if rule["resources"] == ["secrets"] else rule for rule in original]
     rbac.patch_namespaced_role("tenantry-webhook", NAMESPACE, {"rules": reduced})
     try:
         yield
@@ -359,23 +414,25 @@ def webhook_cannot_write(admin_api: client.ApiClient) -> Iterator[None]:
 
 
 def test_a_forged_rotated_for_is_not_reported_as_a_rotation(
-        admin_api: client.ApiClient, raw_api: RawApi, operator: OperatorProcess,
-        webhook: WebhookProcess, policy: str) -> None:
+        admin_api: client.ApiClient, raw_api: RawApi, as_user: UserApi,
+        operator: OperatorProcess, webhook: WebhookProcess, policy: str) -> None:
+    """The admission policy lets only the webhook's identity write `rotated-for`; if even that
+    identity claims a request it did not serve, the certificates say otherwise."""
     before_serial = _serial(raw_api)
     core = client.CoreV1Api(admin_api)
+    as_webhook = client.CoreV1Api(as_user(WEBHOOK_USER, list(WEBHOOK_GROUPS)))
 
     def requested() -> str | None:
-        secret = core.read_namespaced_secret(certs.SECRET_NAME, NAMESPACE)
-        annotations: dict[str, str] = secret.metadata.annotations or {}
-        value = annotations.get(certs.REQUESTED_ANNOTATION, "")
+        found = core.read_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE)
+        value = (found.data or {}).get(certs.REQUESTED_KEY, "")
         return value if value.startswith("trigger:forged@") else None
 
     with webhook_cannot_write(admin_api):
         _create_policy(admin_api, _policy(policy, trigger="forged"))
         request = eventually(requested, what="the operator's rotation request")
-        # The forgery: the Secret claims the request was served; the certificate is the same.
-        core.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE, {"metadata": {
-            "annotations": {certs.SERVED_ANNOTATION: request}}})
+        # The forgery: the ConfigMap claims the request was served; the certificate is the same.
+        as_webhook.patch_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE, {
+            "data": {certs.SERVED_KEY: request}})
 
         def warned() -> bool:
             return ("Warning", "RotationClaimUnbacked") in _policy_events(
@@ -401,41 +458,61 @@ def test_a_forged_rotated_for_is_not_reported_as_a_rotation(
     assert webhook.running()
 
 
-def test_the_operator_may_write_the_request_annotations_and_nothing_else_of_the_secret(
-        raw_api: RawApi, as_user: UserApi, operator: OperatorProcess,
-        webhook: WebhookProcess) -> None:
+def test_the_operator_may_write_the_request_keys_and_no_one_else_the_facts(
+        admin_api: client.ApiClient, raw_api: RawApi, as_user: UserApi,
+        operator: OperatorProcess, webhook: WebhookProcess) -> None:
     as_operator = _as_operator(as_user)
-    before, secret = _state(raw_api)
-    bogus_key = base64.b64encode(b"-----BEGIN PRIVATE KEY-----\nnot ours\n").decode()
-    refusals: dict[str, tuple[dict[str, Any], str]] = {
-        "a key": ({"data": {certs.TLS_KEY: bogus_key}},
-                  "may not change the webhook's certificates or keys"),
-        "a CA": ({"data": {certs.TRUSTED_CAS: bogus_key}},
-                 "may not change the webhook's certificates or keys"),
-        "the served mark": ({"metadata": {"annotations": {
-            certs.SERVED_ANNOTATION: "forged"}}}, "may change only annotations"),
-        "another annotation": ({"metadata": {"annotations": {"x": "y"}}},
-                               "may change only annotations"),
-        "a label": ({"metadata": {"labels": {"x": "y"}}}, "may change only annotations"),
-        "a request with spaces": ({"metadata": {"annotations": {
-            certs.REQUESTED_ANNOTATION: "not an id"}}}, "must be a request id"),
-        "rotate-ca not true": ({"metadata": {"annotations": {
-            certs.ROTATE_CA_ANNOTATION: "yes"}}}, 'may only be "true"'),
+    as_admin = client.CoreV1Api(admin_api)
+    before, _ = _state(raw_api)
+    rotation = _rotation(raw_api)
+    other = certs.plan(before.ca_rotated_at, None, ("forged.example",)).state
+    forged_cert = other.serving.cert_pem.decode()
+    facts_only = "only the webhook's identity"
+    operator_refusals: dict[str, tuple[dict[str, Any], str]] = {
+        "the served mark": ({"data": {certs.SERVED_KEY: "forged"}},
+                            "may change only data keys rotate-requested and rotate-ca"),
+        "a serving certificate": ({"data": {certs.TLS_CERT: forged_cert}},
+                                  "may change only data keys"),
+        "a CA": ({"data": {certs.SIGNER_CERT: other.ca.cert_pem.decode()}},
+                 "may change only data keys"),
+        "removing a fact": ({"data": {certs.TRUSTED_CAS: None}}, "may change only data keys"),
+        "another key": ({"data": {"x": "y"}}, "may change only data keys"),
+        "binaryData": ({"binaryData": {"x": "eQ=="}}, "may change only data keys"),
+        "a label": ({"metadata": {"labels": {"x": "y"}}}, "may change only data keys"),
+        "an annotation": ({"metadata": {"annotations": {"x": "y"}}},
+                          "may change only data keys"),
+        "a request with spaces": ({"data": {certs.REQUESTED_KEY: "not an id"}},
+                                  "must be a request id"),
+        "rotate-ca not true": ({"data": {certs.ROTATE_CA_KEY: "yes"}}, 'may only be "true"'),
     }
-    for case, (patch, message) in refusals.items():
+    for case, (patch, message) in operator_refusals.items():
         with pytest.raises(client.ApiException) as denied:
-            as_operator.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE, patch)
+            as_operator.patch_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE, patch)
         assert denied.value.status in (403, 422), case
         assert message in api_message(denied.value), (case, denied.value.body)
-    after, unchanged = _state(raw_api)
-    assert unchanged["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
-    assert after == before
-    # The positive control: a request, and the webhook (only it) makes the certificate.
-    as_operator.patch_namespaced_secret(certs.SECRET_NAME, NAMESPACE, {"metadata": {
-        "annotations": {certs.REQUESTED_ANNOTATION: "e2e-by-hand@1"}}})
-    def serves() -> certs.TlsState | None:
-        state = _state(raw_api)[0]
-        return state if state.served == "e2e-by-hand@1" else None
+    # Nor anyone else but the webhook: not even a cluster admin may write a fact.
+    for case, patch in {"the served mark": {certs.SERVED_KEY: "forged"},
+                        "a serving certificate": {certs.TLS_CERT: forged_cert},
+                        "another key": {"x": "y"}}.items():
+        with pytest.raises(client.ApiException) as denied:
+            as_admin.patch_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE,
+                                                 {"data": patch})
+        assert denied.value.status in (403, 422), case
+        assert facts_only in api_message(denied.value), (case, denied.value.body)
+    unchanged = _rotation(raw_api)
+    assert unchanged["metadata"]["resourceVersion"] == rotation["metadata"]["resourceVersion"]
+    assert _state(raw_api)[0] == before
+    # The positive control: a request, and the webhook (only it) makes the certificate and
+    # publishes it.
+    as_operator.patch_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE, {
+        "data": {certs.REQUESTED_KEY: "e2e-by-hand@1"}})
 
-    served = eventually(serves, timeout=20, what="the webhook to serve the request")
+    def serves() -> dict[str, str] | None:
+        data: dict[str, str] = _rotation(raw_api)["data"]
+        return data if data.get(certs.SERVED_KEY) == "e2e-by-hand@1" else None
+
+    published = eventually(serves, timeout=20, what="the webhook to serve the request")
+    served = _state(raw_api)[0]
+    assert served.served == "e2e-by-hand@1"
     assert served.serving.cert.serial_number != before.serving.cert.serial_number
+    assert published[certs.TLS_CERT] == served.serving.cert_pem.decode()

@@ -1,10 +1,11 @@
 """The WebhookCertificates planner, step by step, against the webhook's own certificate code.
 
-`Pair` holds one Secret as the apiserver would: the operator's steps annotate it (their merge
-patch, resourceVersion-checked), the webhook's resyncs run the real `certs.plan` over it and
-write it back the way `tls.CertKeeper` does (its own fields; the request annotations stay). So
-these tests show the whole protocol: asked, served, judged by the certificates, and what a
-forged `rotated-for` gets (nothing but a Warning and a new request).
+`Pair` holds the webhook's Secret and the rotation ConfigMap as the apiserver would: the
+operator's steps read only the ConfigMap and write its request keys (their merge patch,
+resourceVersion-checked), the webhook's resyncs run the real `certs.plan` over the Secret and the
+request and write both back the way `tls.CertKeeper` does (the Secret; then the ConfigMap's facts,
+the request keys kept). So these tests show the whole protocol: asked, served, judged by the
+certificates, and what a forged `rotated-for` gets (nothing but a Warning and a new request).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def _spec(**fields: Any) -> rotation.RotationPolicySpec:
 
 
 class Pair:
-    """A policy's stored status and the webhook's Secret."""
+    """A policy's stored status, the webhook's Secret and the rotation ConfigMap."""
 
     def __init__(self) -> None:
         self.status = rotation.RotationPolicyStatus()
@@ -47,12 +48,20 @@ class Pair:
         state = certs.plan(NOW, None, NAMES, POLICY).state
         self.secret: dict[str, Any] = certs.to_secret(state, name=certs.SECRET_NAME,
                                                       namespace=OPERATOR_NS)
-        self._stamp()
+        self.rotation: dict[str, Any] = certs.rotation_configmap(
+            state, name=certs.ROTATION_CONFIGMAP, namespace=OPERATOR_NS)
+        self._stamp(self.secret)
+        self._stamp(self.rotation)
         self.patches: list[dict[str, Any]] = []
 
-    def _stamp(self) -> None:
+    def _stamp(self, obj: dict[str, Any]) -> None:
         self.version += 1
-        self.secret["metadata"]["resourceVersion"] = str(self.version)
+        obj["metadata"]["resourceVersion"] = str(self.version)
+
+    @property
+    def data(self) -> dict[str, str]:
+        """The rotation ConfigMap's data."""
+        return dict(self.rotation.get("data") or {})
 
     def world(self, spec: rotation.RotationPolicySpec, *, namespace: str = OPERATOR_NS,
               others: tuple[plan.OtherPolicy, ...] = (), generation: int = 1) -> plan.World:
@@ -64,12 +73,12 @@ class Pair:
     def step(self, spec: rotation.RotationPolicySpec, *, apply: bool = True,
              tls: webhookcerts.WebhookTls | str | None = "read", **world: Any
              ) -> tuple[plan.Decision, webhookcerts.RotationRequest | None]:
-        """One operator step; `apply=False`: it dies before annotating the Secret."""
-        facts = webhookcerts.facts(self.secret) if tls == "read" else tls
+        """One operator step; `apply=False`: it dies before writing the request."""
+        facts = webhookcerts.facts(self.rotation) if tls == "read" else tls
         assert not isinstance(facts, str)
         decision, ask = webhookcerts.decide(self.world(spec, **world), facts,
-                                            "Secret tenantry-system/tenantry-webhook-tls does "
-                                            "not exist")
+                                            "ConfigMap tenantry-system/tenantry-webhook-rotation "
+                                            "does not exist")
         stored = json.loads(json.dumps(self.status.wire()))
         self.status = rotation.RotationPolicyStatus.model_validate(
             _apply_merge_patch(stored, json.loads(json.dumps(decision.status_patch()))))
@@ -77,29 +86,36 @@ class Pair:
         if ask is not None and apply:
             patch = ask.patch()
             self.patches.append(patch)
-            assert patch["metadata"]["resourceVersion"] == self.secret["metadata"][
+            assert patch["metadata"]["resourceVersion"] == self.rotation["metadata"][
                 "resourceVersion"], "a stale write would be refused"
-            body = {"metadata": {k: v for k, v in patch["metadata"].items()
-                                 if k != "resourceVersion"}}
-            self.secret = _apply_merge_patch(self.secret, body)
-            self._stamp()
+            assert set(patch) == {"metadata", "data"} and set(patch["metadata"]) == {
+                "resourceVersion"}, "nothing but the request"
+            assert set(patch["data"]) <= set(certs.REQUEST_KEYS)
+            self.rotation = _apply_merge_patch(self.rotation, {"data": patch["data"]})
+            self._stamp(self.rotation)
         return decision, ask
 
     def resync(self, after: datetime.timedelta = SECOND) -> certs.Plan:
-        """One webhook resync, `after` later: plan, and write what it wrote (its annotations
-        and data; the operator's annotations kept, as server-side apply keeps them)."""
+        """One webhook resync, `after` later: plan over the Secret and the request, write the
+        Secret, then publish the facts (the operator's request keys kept, as server-side apply
+        keeps another manager's fields)."""
         self.now += after
         state, problem = certs.from_secret(self.secret)
         assert state is not None, problem
-        planned = certs.plan(self.now, state, NAMES, POLICY)
+        planned = certs.plan(self.now, certs.with_request(state, self.rotation), NAMES, POLICY)
         if planned.changed:
             written = certs.to_secret(planned.state, name=certs.SECRET_NAME,
                                       namespace=OPERATOR_NS)
-            annotations = dict(self.secret["metadata"].get("annotations") or {})
-            annotations.update(written["metadata"]["annotations"])
-            self.secret = {**self.secret, "data": written["data"],
-                           "metadata": {**self.secret["metadata"], "annotations": annotations}}
-            self._stamp()
+            metadata = {**self.secret["metadata"],
+                        "annotations": written["metadata"]["annotations"]}
+            self.secret = {**written, "metadata": metadata}
+            self._stamp(self.secret)
+        facts = certs.rotation_configmap(planned.state, name=certs.ROTATION_CONFIGMAP,
+                                         namespace=OPERATOR_NS)["data"]
+        requests = {k: v for k, v in self.data.items() if k in certs.REQUEST_KEYS}
+        if {k: v for k, v in self.data.items() if k not in certs.REQUEST_KEYS} != facts:
+            self.rotation = {**self.rotation, "data": {**requests, **facts}}
+            self._stamp(self.rotation)
         return planned
 
     def serving_serial(self) -> str:
@@ -124,7 +140,7 @@ def _conditions(status: rotation.RotationPolicyStatus) -> dict[str, Any]:
 
 def _no_keys(pair: Pair, *decisions: plan.Decision) -> None:
     everything = json.dumps([pair.status.wire(), [d.events for d in decisions],
-                             [d.audit for d in decisions], pair.patches])
+                             [d.audit for d in decisions], pair.patches, pair.rotation])
     assert "PRIVATE KEY" not in everything
     for text in pair.key_texts():
         assert text not in everything
@@ -135,12 +151,13 @@ def test_a_trigger_gets_a_new_serving_certificate_and_reports_it() -> None:
     before = pair.serving_serial()
     first, ask = pair.step(_spec())
     assert ask is not None and ask.request.startswith("trigger:t1@")
-    assert pair.secret["metadata"]["annotations"][certs.REQUESTED_ANNOTATION] == ask.request
-    assert certs.ROTATE_CA_ANNOTATION not in pair.secret["metadata"]["annotations"]
+    assert pair.data[certs.REQUESTED_KEY] == ask.request
+    assert certs.ROTATE_CA_KEY not in pair.data
     ready, rotating = _conditions(pair.status)["Ready"], _conditions(pair.status)["Rotating"]
     assert (ready.status, ready.reason) == ("False", plan.IN_PROGRESS)
     assert (rotating.status, rotating.reason) == ("True", webhookcerts.REQUESTED)
-    assert f"tenantry.dev/rotate-requested={ask.request}" in rotating.message
+    assert f"rotate-requested={ask.request}" in rotating.message
+    assert "ConfigMap tenantry-system/tenantry-webhook-rotation" in rotating.message
     assert pair.status.last_handled_trigger == "t1"
     assert [a for a, _ in first.audit] == [plan.STARTED]
     assert first.audit[0][1]["fromSerial"] == before
@@ -181,7 +198,7 @@ def test_a_ca_rotation_waits_for_propagation_and_keeps_the_old_ca_trusted() -> N
     before_serial = pair.serving_serial()
     first, ask = pair.step(spec)
     assert ask is not None and ask.rotate_ca
-    assert pair.secret["metadata"]["annotations"][certs.ROTATE_CA_ANNOTATION] == "true"
+    assert pair.data[certs.ROTATE_CA_KEY] == "true"
     web = pair.status.webhook_certificates
     assert web is not None
     old_ca = web.ca
@@ -211,14 +228,14 @@ def test_a_ca_rotation_waits_for_propagation_and_keeps_the_old_ca_trusted() -> N
     _no_keys(pair, first, added, done)
 
 
-def test_a_forged_served_annotation_is_not_success_and_is_asked_again() -> None:
+def test_a_forged_served_fact_is_not_success_and_is_asked_again() -> None:
     pair = Pair()
     before = pair.serving_serial()
     _, ask = pair.step(_spec())
     assert ask is not None
-    # Someone who may patch the Secret claims the request was served; no certificate changed.
-    pair.secret["metadata"]["annotations"][certs.SERVED_ANNOTATION] = ask.request
-    assert not pair.resync().changed, "the webhook takes the claim as served"
+    # Someone who got past the admission policy claims, in the ConfigMap, that the request
+    # was served; no certificate changed (the webhook has not resynced yet).
+    pair.rotation["data"][certs.SERVED_KEY] = ask.request
     claimed, again = pair.step(_spec())
     assert _conditions(pair.status)["Ready"].reason == plan.IN_PROGRESS
     assert pair.status.history == []
@@ -228,7 +245,8 @@ def test_a_forged_served_annotation_is_not_success_and_is_asked_again() -> None:
     assert again is not None and again.request.startswith("trigger:t1@")
     assert again.request.endswith("#2") and again.request != ask.request
 
-    pair.resync()  # a new id: the webhook serves it
+    pair.resync()  # a new id: the webhook serves it, and its facts replace the forged mark
+    assert pair.data[certs.SERVED_KEY] == again.request
     pair.step(_spec())
     assert _conditions(pair.status)["Ready"].reason == plan.SUCCEEDED
     assert pair.status.history[0].from_version == before != pair.serving_serial()
@@ -240,9 +258,9 @@ def test_a_forged_claim_of_a_ca_rotation_needs_a_new_ca_too() -> None:
     _, ask = pair.step(spec)
     assert ask is not None
     # Without the CA: a new serving certificate from the old CA, and a claim.
-    pair.secret["metadata"]["annotations"].pop(certs.ROTATE_CA_ANNOTATION)
+    pair.rotation["data"].pop(certs.ROTATE_CA_KEY)
     pair.resync()
-    assert pair.secret["metadata"]["annotations"][certs.SERVED_ANNOTATION] == ask.request
+    assert pair.data[certs.SERVED_KEY] == ask.request
     claimed, again = pair.step(spec)
     assert [r for _, r, _ in claimed.events] == [webhookcerts.CLAIM_UNBACKED]
     assert again is not None and again.rotate_ca
@@ -261,11 +279,11 @@ def test_a_ca_step_the_operator_did_not_see_is_still_reported() -> None:
     assert _conditions(pair.status)["Ready"].reason == plan.SUCCEEDED
 
 
-def test_an_operator_that_dies_before_annotating_asks_on_its_next_step() -> None:
+def test_an_operator_that_dies_before_writing_the_request_asks_on_its_next_step() -> None:
     pair = Pair()
     _, ask = pair.step(_spec(), apply=False)
     assert ask is not None
-    assert certs.REQUESTED_ANNOTATION not in pair.secret["metadata"]["annotations"]
+    assert certs.REQUESTED_KEY not in pair.data
     resumed, again = pair.step(_spec())
     assert again is not None and again.request == ask.request
     assert resumed.events == [], "the start is not reported twice"
@@ -322,44 +340,56 @@ def test_two_policies_the_younger_reports_a_conflict() -> None:
     assert "RotationPolicy tenantry-system/certs (older) already rotates" in ready.message
 
 
-def test_an_unreadable_secret_keeps_the_trigger_pending() -> None:
+def test_a_missing_configmap_keeps_the_trigger_pending() -> None:
     pair = Pair()
     _, ask = pair.step(_spec(), tls=None)
     assert ask is None
     ready = _conditions(pair.status)["Ready"]
-    assert (ready.status, ready.reason) == ("False", webhookcerts.WEBHOOK_SECRET_UNAVAILABLE)
-    assert "tenantry-webhook-tls does not exist" in ready.message
+    assert (ready.status, ready.reason) == ("False", webhookcerts.WEBHOOK_ROTATION_UNAVAILABLE)
+    assert "ConfigMap tenantry-system/tenantry-webhook-rotation does not exist" in ready.message
     pair.step(_spec(), generation=1)
     assert pair.status.last_handled_trigger == "t1"
 
 
-def test_facts_read_certificates_only() -> None:
+def test_facts_are_computed_from_the_published_certificates() -> None:
     pair = Pair()
-    secret = copy.deepcopy(pair.secret)
-    for field in (certs.TLS_KEY, certs.SIGNER_KEY):
-        secret["data"][field] = "not even base64 %%%"
-    facts = webhookcerts.facts(secret)
+    configmap = copy.deepcopy(pair.rotation)
+    assert not set(configmap["data"]) & {certs.TLS_KEY, certs.SIGNER_KEY}, "no key published"
+    facts = webhookcerts.facts(configmap)
     assert facts.serving_serial == pair.serving_serial()
+    state, _ = certs.from_secret(pair.secret)
+    assert state is not None and facts.ca == certs.fingerprint(state.ca.cert)
     assert facts.serving_by_ca and facts.trusted == (facts.ca,)
     assert facts.ca.startswith("sha256:") and len(facts.ca) == 71
-    del secret["data"][certs.TLS_CERT]
+    # A serving certificate the published CA did not sign is not "by the CA", whatever else
+    # the ConfigMap says: the signature is checked here.
+    other = certs.plan(NOW, None, NAMES, POLICY).state
+    configmap["data"][certs.TLS_CERT] = other.serving.cert_pem.decode()
+    assert not webhookcerts.facts(configmap).serving_by_ca
+    del configmap["data"][certs.TLS_CERT]
     with pytest.raises(ValueError, match=r"it has no tls\.crt"):
-        webhookcerts.facts(secret)
-    secret = copy.deepcopy(pair.secret)
-    secret["data"][certs.TRUSTED_CAS] = "%%%"
-    with pytest.raises(ValueError, match=r"its ca\.crt is not a PEM bundle"):
-        webhookcerts.facts(secret)
+        webhookcerts.facts(configmap)
+    configmap = copy.deepcopy(pair.rotation)
+    configmap["data"][certs.SIGNER_CERT] = "%%%"
+    with pytest.raises(ValueError, match=r"its ca-signer\.crt is not a PEM certificate"):
+        webhookcerts.facts(configmap)
+    configmap = copy.deepcopy(pair.rotation)
+    configmap["data"][certs.TRUSTED_CAS] = "%%%"
+    with pytest.raises(ValueError, match=r"its ca\.crt holds no certificate"):
+        webhookcerts.facts(configmap)
 
 
-def test_the_request_is_annotation_safe_and_the_patch_holds_no_data() -> None:
+def test_the_request_is_log_safe_and_the_patch_holds_only_the_request() -> None:
     request = webhookcerts.request_id("trigger:a b\nc é", NOW, 3)
     assert request == "trigger:a_b_c__@20261201T090000Z#3"
     assert certs.request_id(request) == request
     long = webhookcerts.request_id("trigger:" + "x" * 500, NOW, 99)
     assert certs.request_id(long) == long
     patch = webhookcerts.RotationRequest(request, False, "7").patch()
-    assert patch == {"metadata": {"resourceVersion": "7", "annotations": {
-        certs.REQUESTED_ANNOTATION: request, certs.ROTATE_CA_ANNOTATION: None}}}
+    assert patch == {"metadata": {"resourceVersion": "7"}, "data": {
+        certs.REQUESTED_KEY: request, certs.ROTATE_CA_KEY: None}}
+    assert webhookcerts.RotationRequest(request, True, "7").patch()["data"][
+        certs.ROTATE_CA_KEY] == "true"
 
 
 def test_tenantry_rotate_follows_a_webhook_certificates_rotation_to_its_end() -> None:
@@ -379,7 +409,7 @@ def test_tenantry_rotate_follows_a_webhook_certificates_rotation_to_its_end() ->
     assert done.exit_code == cli.EXIT_OK and done.line.startswith("done")
 
 
-def test_a_rotation_the_secret_stops_answering_for_is_paused_not_lost() -> None:
+def test_a_rotation_the_configmap_stops_answering_for_is_paused_not_lost() -> None:
     pair = Pair()
     _, ask = pair.step(_spec())
     assert ask is not None

@@ -54,10 +54,11 @@ def test_rbac_is_limited_to_what_the_webhook_does() -> None:
     assert all(r["resources"] == ["validatingwebhookconfigurations"] for r in writes)
     named = [r for r in writes if "resourceNames" in r]
     assert named and named[0]["resourceNames"] == [configuration.NAME]
-    secret_rules = documents["Role/tenantry-webhook"]["rules"]
-    assert {tuple(r.get("resourceNames", ())) for r in secret_rules} == {
-        (), ("tenantry-webhook-tls",)}
-    assert next(r for r in secret_rules if "resourceNames" not in r)["verbs"] == ["create"]
+    role_rules = documents["Role/tenantry-webhook"]["rules"]
+    assert {(tuple(r["resources"]), tuple(r.get("resourceNames", ()))) for r in role_rules} == {
+        (("secrets",), ()), (("secrets",), ("tenantry-webhook-tls",)),
+        (("configmaps",), ()), (("configmaps",), ("tenantry-webhook-rotation",))}
+    assert all(r["verbs"] == ["create"] for r in role_rules if "resourceNames" not in r)
     reads = {resource for r in cluster_rules for resource in r["resources"]
              if r["verbs"] == ["get", "list", "watch"]}
     assert reads == {"namespaces", "tenants"}

@@ -285,15 +285,16 @@ class KeyringWriteFailed(Exception):
 
 
 async def _webhook_tls(memo: kopf.Memo) -> tuple[webhookcerts.WebhookTls | None, str]:
-    """The webhook Secret's public facts (WebhookCertificates target), or why not."""
-    where = f"Secret {custody.operator_namespace()}/{webhookcerts.SECRET}"
+    """The webhook's published facts (WebhookCertificates target), or why not. Read from the
+    rotation ConfigMap: the operator may not read the webhook's Secret (its keys)."""
+    where = f"ConfigMap {custody.operator_namespace()}/{webhookcerts.CONFIGMAP}"
     try:
-        found = await memo.api.get("v1", "Secret", webhookcerts.SECRET,
+        found = await memo.api.get("v1", "ConfigMap", webhookcerts.CONFIGMAP,
                                    custody.operator_namespace())
     except ApiError as error:
         return None, f"reading {where}: {error.status} {error.reason}"
     if found is None:
-        return None, f"{where} does not exist: the webhook makes it when it first starts"
+        return None, f"{where} does not exist: the webhook makes it when it starts"
     try:
         return webhookcerts.facts(found), ""
     except ValueError as error:
@@ -302,8 +303,8 @@ async def _webhook_tls(memo: kopf.Memo) -> tuple[webhookcerts.WebhookTls | None,
 
 async def webhook_certificates_step(memo: kopf.Memo, body: Mapping[str, Any],
                                     spec: rotation_model.RotationPolicySpec) -> None:
-    """One step of a WebhookCertificates policy: read the webhook's Secret (only for a policy
-    in Tenantry's namespace), decide, record, then annotate the Secret if the step asks."""
+    """One step of a WebhookCertificates policy: read the rotation ConfigMap (only for a policy
+    in Tenantry's namespace), decide, record, then write the request there if the step asks."""
     namespace = str(body["metadata"]["namespace"])
     tls, why = (await _webhook_tls(memo) if namespace == custody.operator_namespace()
                 else (None, ""))
@@ -314,15 +315,15 @@ async def webhook_certificates_step(memo: kopf.Memo, body: Mapping[str, Any],
     if ask is None:
         return
     try:
-        await memo.api.merge_patch("v1", "Secret", webhookcerts.SECRET, ask.patch(),
+        await memo.api.merge_patch("v1", "ConfigMap", webhookcerts.CONFIGMAP, ask.patch(),
                                    namespace=custody.operator_namespace())
     except ApiError as error:
         if error.status != 409:  # 409: changed meanwhile; the next step reads it again
-            message = (f"annotating Secret {custody.operator_namespace()}/"
-                       f"{webhookcerts.SECRET} with rotation request {ask.request} failed: "
+            message = (f"writing rotation request {ask.request} to ConfigMap "
+                       f"{custody.operator_namespace()}/{webhookcerts.CONFIGMAP} failed: "
                        f"{error.status} {error.reason}; retrying")
             logger.warning("rotation: %s", message)
-            await events.post(memo.api, body, [events.warning("WebhookSecretWriteFailed",
+            await events.post(memo.api, body, [events.warning("WebhookRotationWriteFailed",
                                                               message[:MAX_EVENT_MESSAGE])])
 
 

@@ -1,35 +1,37 @@
 """The WebhookCertificates target (pure): ask the webhook for a new serving certificate (and a
-new CA when `spec.webhookCertificates.rotateCA` says so), then follow the Secret until the
-certificates themselves show it happened.
+new CA when `spec.webhookCertificates.rotateCA` says so), then follow the webhook's published
+certificates until they themselves show it happened.
 
 The webhook owns its certificates and already rotates them with an overlap (`webhook.certs`):
 a new CA joins the caBundle first, the serving certificate moves to it after the propagation
-delay, the old CA stays trusted until it expires. So the operator makes no certificate and uses
-no key (it can read them: RBAC has no metadata-only read; its code never decodes them): it asks,
-through two annotations on Secret `tenantry-webhook-tls` (a merge patch with a
-resourceVersion precondition; RBAC: get and patch on that one Secret), and the webhook, which
-looks for requests every few seconds, rotates through its own code path and marks the request
-served. One call of `decide` is one step:
+delay, the old CA stays trusted until it expires. So the operator makes no certificate and
+cannot even read a key: it never touches the webhook's Secret `tenantry-webhook-tls` (RBAC has
+no metadata-only read of a Secret, and `ca-signer.key` would let a stolen operator token sign
+serving certificates the apiserver trusts). Both sides meet in ConfigMap
+`tenantry-webhook-rotation`, which the webhook makes at start: the operator writes the request
+keys (`rotate-requested`, `rotate-ca`; a merge patch with a resourceVersion precondition; RBAC:
+get and patch on that one ConfigMap), and the webhook, which looks for requests every few
+seconds, rotates through its own code path and publishes the facts there: the request it served
+(`rotated-for`) and its certificates (public PEMs). One call of `decide` is one step:
 
 1. **Start** (new trigger or due slot): the rotation goes into `status.webhookCertificates`
-   with the serial and CA it starts from, then the handler annotates the Secret. A crash in
-   between finds a rotation whose request the Secret lacks, and annotates it then.
+   with the serial and CA it starts from, then the handler writes the request. A crash in
+   between finds a rotation whose request the ConfigMap lacks, and writes it then.
 2. **Requested**; with a CA, **AwaitingCaPropagation** once the new CA is in the bundle and
    the serving certificate still comes from the old one.
-3. **Done** only when the Secret says it served the request *and* its certificates agree: the
+3. **Done** only when the webhook says it served the request *and* its certificates agree: the
    serving serial differs from the one the rotation started from and, with a CA, the serving
-   certificate is signed by a CA other than the one it started from. The served annotation
-   alone proves nothing (anyone who may patch the Secret can write it): a claim the
-   certificates do not back is reported (Warning Event, ledger) and asked again under a new id.
+   certificate is signed by a CA other than the one it started from, which heads the bundle.
+   Serials, fingerprints and signatures are computed here from the certificates, never read
+   as numbers. The served mark alone proves nothing: only the webhook's identity may write the
+   facts (manifests/webhook/operator-requests-only.yaml), and even so a claim the certificates
+   do not back is reported (Warning Event, ledger) and asked again under a new id.
 
-Only certificates are read from the Secret (serials, fingerprints, notAfter), never its keys;
-status, Events and ledger entries carry those and the request ids.
+Status, Events and ledger entries carry serials, fingerprints and request ids, nothing else.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime
 import re
@@ -44,9 +46,9 @@ from tenantry.model import rotation
 from tenantry.webhook import certs
 
 TARGET = rotation.Target.WEBHOOK_CERTIFICATES
-SECRET = certs.SECRET_NAME
+CONFIGMAP = certs.ROTATION_CONFIGMAP
 
-WEBHOOK_SECRET_UNAVAILABLE = "WebhookSecretUnavailable"  # noqa: S105 - a reason
+WEBHOOK_ROTATION_UNAVAILABLE = "WebhookRotationUnavailable"
 OWN_POLICY_NEEDED = "TargetNeedsOwnPolicy"
 REQUESTED = "Requested"
 AWAITING_CA_PROPAGATION = "AwaitingCaPropagation"
@@ -66,8 +68,8 @@ def applies(spec: rotation.RotationPolicySpec) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class WebhookTls:
-    """The webhook's Secret as the operator reads it: certificates' public facts and the
-    rotation annotations, never key bytes."""
+    """The rotation ConfigMap as the operator reads it: the facts the webhook published
+    (computed here from its public certificates) and the request keys."""
 
     resource_version: str
     serving_serial: str
@@ -84,53 +86,55 @@ class WebhookTls:
 
 @dataclasses.dataclass(frozen=True)
 class RotationRequest:
-    """The Secret write to make: annotate `request`, only if it is still at `resource_version`."""
+    """The ConfigMap write to make: request `request`, only if it is still at
+    `resource_version`."""
 
     request: str
     rotate_ca: bool
     resource_version: str
 
     def patch(self) -> dict[str, Any]:
-        """The JSON merge patch: the request annotations alone (no `data`: nothing secret)."""
-        return {"metadata": {"resourceVersion": self.resource_version, "annotations": {
-            certs.REQUESTED_ANNOTATION: self.request,
-            certs.ROTATE_CA_ANNOTATION: "true" if self.rotate_ca else None}}}
+        """The JSON merge patch: the request keys alone (the facts are the webhook's)."""
+        return {"metadata": {"resourceVersion": self.resource_version}, "data": {
+            certs.REQUESTED_KEY: self.request,
+            certs.ROTATE_CA_KEY: "true" if self.rotate_ca else None}}
 
 
 def _certificate(data: Mapping[str, Any], field: str) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(base64.b64decode(str(data[field]), validate=True))
+        return x509.load_pem_x509_certificate(str(data[field]).encode())
     except KeyError:
-        raise ValueError(f"it has no {field}") from None
-    except (binascii.Error, ValueError):
+        raise ValueError(f"it has no {field} (the webhook publishes its certificates there "
+                         "at start)") from None
+    except ValueError:
         raise ValueError(f"its {field} is not a PEM certificate") from None
 
 
-def facts(secret: Mapping[str, Any]) -> WebhookTls:
-    """The public facts of the webhook's Secret as the API returns it; ValueError (naming the
-    field) if it holds no certificates to judge by. Its keys are not even decoded."""
-    data = secret.get("data") or {}
-    meta = secret.get("metadata") or {}
+def facts(configmap: Mapping[str, Any]) -> WebhookTls:
+    """The public facts of the rotation ConfigMap as the API returns it; ValueError (naming the
+    field) if it holds no certificates to judge by."""
+    data = configmap.get("data") or {}
+    meta = configmap.get("metadata") or {}
     serving = _certificate(data, certs.TLS_CERT)
     signer = _certificate(data, certs.SIGNER_CERT)
     try:
-        bundle = certs.split_pems(base64.b64decode(str(data.get(certs.TRUSTED_CAS, "")),
-                                                   validate=True))
+        bundle = certs.split_pems(str(data.get(certs.TRUSTED_CAS, "")).encode())
         trusted = tuple(certs.fingerprint(x509.load_pem_x509_certificate(p)) for p in bundle)
-    except (binascii.Error, ValueError):
+    except ValueError:
         raise ValueError(f"its {certs.TRUSTED_CAS} is not a PEM bundle") from None
-    annotations = meta.get("annotations") or {}
+    if not trusted:
+        raise ValueError(f"its {certs.TRUSTED_CAS} holds no certificate")
     return WebhookTls(
         resource_version=str(meta.get("resourceVersion") or ""),
         serving_serial=certs.serial_text(serving),
         serving_not_after=schedule.format_time(serving.not_valid_after_utc),
         serving_by_ca=certs.issued_by(serving, signer), ca=certs.fingerprint(signer),
-        trusted=trusted, requested=certs.request_id(annotations.get(certs.REQUESTED_ANNOTATION)),
-        served=certs.request_id(annotations.get(certs.SERVED_ANNOTATION)))
+        trusted=trusted, requested=certs.request_id(data.get(certs.REQUESTED_KEY)),
+        served=certs.request_id(data.get(certs.SERVED_KEY)))
 
 
 def request_id(rotation_id: str, now: datetime.datetime, attempt: int = 1) -> str:
-    """The id annotated for a rotation: its own id made annotation- and log-safe, the time
+    """The id requested for a rotation: its own id made log-safe, the time
     (a policy re-created with the same trigger is a new request) and the attempt."""
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     return f"{_UNSAFE.sub('_', rotation_id)[:200]}@{stamp}" + (
@@ -160,14 +164,14 @@ def problem(world: plan.World, tls: WebhookTls | None,
                 "webhook's certificates: two policies may not rotate the same target; delete "
                 "one of them")
     if tls is None:
-        return WEBHOOK_SECRET_UNAVAILABLE, (
+        return WEBHOOK_ROTATION_UNAVAILABLE, (
             f"the webhook's certificates cannot be read, so no rotation can be asked for or "
             f"checked: {tls_problem}")
     return None
 
 
 def _where(world: plan.World) -> str:
-    return f"Secret {world.operator_namespace}/{SECRET}"
+    return f"ConfigMap {world.operator_namespace}/{CONFIGMAP}"
 
 
 def _begin(world: plan.World, tls: WebhookTls, cause: str, id_: str,
@@ -220,8 +224,8 @@ def _follow(world: plan.World, tls: WebhookTls, active: rotation.WebhookCertRota
         still = (f"serving certificate serial {tls.serving_serial}"
                  + (f", signed by CA {tls.ca}" if active.rotate_ca else ""))
         decision.events.append(("Warning", CLAIM_UNBACKED, (
-            f"{_where(world)} says it served request {claimed} (annotation "
-            f"{certs.SERVED_ANNOTATION}), but it still holds the {still} the rotation started "
+            f"{_where(world)} says it served request {claimed} (key "
+            f"{certs.SERVED_KEY}), but it still holds the {still} the rotation started "
             f"from: asking the webhook again as {active.request}")))
         decision.audit.append((REQUESTED_AGAIN, {
             "rotation": active.id, "claimed": claimed, "request": active.request,
@@ -234,7 +238,7 @@ def _follow(world: plan.World, tls: WebhookTls, active: rotation.WebhookCertRota
     what = "a new CA and serving certificate" if active.rotate_ca else \
         "a new serving certificate"
     return REQUESTED, (
-        f"asked the webhook for {what} (annotation {certs.REQUESTED_ANNOTATION}="
+        f"asked the webhook for {what} ({certs.REQUESTED_KEY}="
         f"{active.request} on {_where(world)}; it looks for requests every few seconds); "
         f"serving certificate now serial {tls.serving_serial}")
 
@@ -260,8 +264,8 @@ def _complete(world: plan.World, tls: WebhookTls, active: rotation.WebhookCertRo
 
 def decide(world: plan.World, tls: WebhookTls | None, tls_problem: str = ""
            ) -> tuple[plan.Decision, RotationRequest | None]:
-    """The next step of a WebhookCertificates policy, and the Secret annotation to write (None:
-    none)."""
+    """The next step of a WebhookCertificates policy, and the request to write in the rotation
+    ConfigMap (None: none)."""
     none: Sequence[plan.CredentialInfo] = ()
     decision, due = plan.opening(world, none, None, ())
     status = decision.status
