@@ -167,7 +167,13 @@ class Webhook:
                            SYNC_TIMEOUT)
         await keeper.publish(state)
         # After the caBundle, as in every resync: the operator may judge a rotation from these.
-        await keeper.publish_facts(state)
+        # Not fatal: admission does not depend on them, and every resync tries again.
+        try:
+            await keeper.publish_facts(state)
+        except ApiError as error:
+            logger.warning("publishing the rotation facts in ConfigMap %s/%s failed (%s %s): "
+                           "retrying at the next resync", settings.namespace,
+                           certs.ROTATION_CONFIGMAP, error.status, error.reason)
         logger.info("ValidatingWebhookConfiguration %s is current; calls go to %s",
                     settings.configuration_name,
                     settings.endpoint.client_config(table[0].path))

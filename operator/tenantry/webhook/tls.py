@@ -10,13 +10,14 @@ replica serves from the same CA and any replica may rotate. Each resync:
    one write wins and the other re-reads and adopts it (no split-brain CAs);
 2. publish the trusted bundle as the caBundle of the webhook configuration (server-side apply,
    and only when the configuration differs from what it should be, so drift is corrected too);
-3. publish the public facts (served request, certificates; never a key) in the rotation
+3. load the serving certificate into the live SSL context: new handshakes use it at once, no
+   restart, and connections already open finish undisturbed;
+4. publish the public facts (served request, certificates; never a key) in the rotation
    ConfigMap, creating it on first start: the operator judges its requests from them, and may
    not read the Secret. The webhook makes the ConfigMap rather than the operator because
    `create` cannot be limited by name in RBAC: the operator's identity would then create any
-   ConfigMap of Tenantry's namespace (the webhook already may, as it creates its Secret);
-4. load the serving certificate into the live SSL context: new handshakes use it at once, no
-   restart, and connections already open finish undisturbed.
+   ConfigMap of Tenantry's namespace (the webhook already may, as it creates its Secret).
+   Last, so that what it says is already served, and a failure here holds back no step above.
 
 Publishing before loading means that when a rotation also replaces the serving certificate, the
 apiserver already trusts the new CA by the time we present a certificate signed by it.
@@ -224,14 +225,14 @@ class CertKeeper:
         return state
 
     async def sync(self) -> None:
-        """One resync: the client CA, then the Secret, the caBundle, the rotation facts, the
-        server's certificate."""
+        """One resync: the client CA, then the Secret, the caBundle, the server's certificate,
+        and last the rotation facts (a failure to publish them never holds back serving)."""
         if self.client_ca is not None:
             self.client_ca.reload()
         state = await self.refresh()
         await self.publish(state)
-        await self.publish_facts(state)
         self.install(state)
+        await self.publish_facts(state)
 
     async def requested(self) -> certs.Request | None:
         """The rotation the ConfigMap asks for and does not say was served (one GET)."""

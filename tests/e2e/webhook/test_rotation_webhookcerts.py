@@ -516,3 +516,24 @@ def test_the_operator_may_write_the_request_keys_and_no_one_else_the_facts(
     assert served.served == "e2e-by-hand@1"
     assert served.serving.cert.serial_number != before.serving.cert.serial_number
     assert published[certs.TLS_CERT] == served.serving.cert_pem.decode()
+
+
+def test_the_webhook_makes_the_configmap_again_when_it_is_deleted(
+        admin_api: client.ApiClient, raw_api: RawApi, webhook: WebhookProcess) -> None:
+    """The webhook, not the operator, creates the ConfigMap (the operator holds no `create`):
+    deleting it (what an admin does instead of editing facts) loses nothing but a pending
+    request, and the next resync publishes the facts again, as the webhook's identity."""
+    core = client.CoreV1Api(admin_api)
+    state, _ = _state(raw_api)
+    core.delete_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE)
+
+    def again() -> dict[str, Any] | None:
+        found = raw_api.request("GET", ROTATION_PATH)
+        return found.body if found.body.get("kind") == "ConfigMap" else None
+
+    made = eventually(again, timeout=30, what="the webhook to make the ConfigMap again")
+    assert made["data"][certs.TLS_CERT] == _state(raw_api)[0].serving.cert_pem.decode()
+    assert made["data"][certs.SIGNER_CERT] == state.ca.cert_pem.decode()
+    managers = {m["manager"] for m in made["metadata"].get("managedFields", [])}
+    assert managers == {"tenantry-webhook"}, managers
+    assert webhook.running()

@@ -16,8 +16,10 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 
+from tenantry.controller.kubeapi import ApiError
 from tenantry.webhook import certs, tls
 
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
@@ -254,6 +256,7 @@ class _Cluster:
         self.fact_writes = 0
         self.gets = 0
         self.secret_gets = 0
+        self.refuse_facts = False
 
     async def get(self, api_version: str, kind: str, name: str,
                   namespace: str | None = None) -> dict[str, Any] | None:
@@ -268,6 +271,8 @@ class _Cluster:
     async def create(self, body: dict[str, Any], *,
                      field_manager: str | None = None) -> dict[str, Any]:
         assert body["kind"] == "ConfigMap" and self.rotation is None
+        if self.refuse_facts:
+            raise ApiError(403, "Forbidden", "configmaps is forbidden")
         self.rotation = copy.deepcopy(body)
         self.fact_writes += 1
         return body
@@ -315,6 +320,26 @@ async def test_the_keeper_makes_the_configmap_and_publishes_the_facts(tmp_path: 
     assert data[certs.SERVED_KEY] == "r0"
     assert not await keeper.publish_facts(state), "unchanged facts: no write"
     assert cluster.fact_writes == 1
+
+
+async def test_a_refused_publication_holds_back_no_certificate(tmp_path: Path) -> None:
+    """The facts are published last: a resync that cannot write them (RBAC of an older
+    install, say) still stores and serves the new certificate, then reports the failure."""
+    aged = _fresh()
+    cluster = _Cluster(_secret(aged))
+    cluster.refuse_facts = True
+    keeper = tls.CertKeeper(cluster, namespace="tenantry-system",  # type: ignore[arg-type]
+                            secret_name=certs.SECRET_NAME, names=NAMES, cert_dir=tmp_path,
+                            policy=POLICY, configuration=lambda bundle: {
+                                "apiVersion": "admissionregistration.k8s.io/v1",
+                                "kind": "ValidatingWebhookConfiguration",
+                                "metadata": {"name": "c"}},
+                            clock=lambda: NOW + 80 * DAY)  # the serving certificate is due
+    with pytest.raises(ApiError):
+        await keeper.sync()
+    renewed = _read(cluster.secret)
+    assert renewed.serving != aged.serving
+    assert keeper.cert_file.read_bytes() == renewed.serving.cert_pem, "served all the same"
 
 
 async def test_between_resyncs_the_keeper_serves_a_request_within_a_poll(tmp_path: Path) -> None:
