@@ -537,7 +537,7 @@ def from_secret(secret: Mapping[str, Any]) -> tuple[TlsState | None, str | None]
 
 
 def request_id(value: object) -> str | None:
-    """A request id as annotated, or None if it is not one: printable ASCII without spaces, at
+    """A request id as written, or None if it is not one: printable ASCII without spaces, at
     most `MAX_REQUEST_ID` characters (it goes into logs and Events)."""
     if isinstance(value, str) and 0 < len(value) <= MAX_REQUEST_ID \
             and all("!" <= c <= "~" for c in value):
