@@ -39,6 +39,7 @@ from typing import Any, cast
 
 from kubernetes import client, watch
 
+from apiserver_cost import cpu_seconds  # bench/: the script's directory is on sys.path
 from tenantry import kube
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import desired, rbac
@@ -154,15 +155,6 @@ def operator_run(kubeconfig: Path, tenants: int,
     elapsed = max(ready.values()) - started
     api.close()
     return elapsed, sorted(ready[n] - created[n] for n in names), creating
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def apiserver_pid(plane: LocalControlPlane) -> int:

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes_asyncio import client as aclient
 
-from tenantry import listwatch
+from tenantry import aio, listwatch
 from tenantry.api import exchange, memberships
 from tenantry.model import common, credential
 
@@ -72,11 +71,7 @@ class CredentialCache:
             self._tasks.append(asyncio.create_task(watch.run()))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await aio.cancel_all(self._tasks)
 
     @property
     def synced(self) -> bool:

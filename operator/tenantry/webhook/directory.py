@@ -14,7 +14,6 @@ which handlers turn into a refusal with that reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from typing import Any, Protocol
 import aiohttp
 import pydantic
 
-from tenantry import listwatch
+from tenantry import aio, listwatch
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.model import common, tenant
 
@@ -128,12 +127,7 @@ class TenantDirectory:
             self._tasks.append(asyncio.create_task(informer.run()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await aio.cancel_all(self._tasks)
 
     @property
     def synced(self) -> bool:

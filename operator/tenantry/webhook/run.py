@@ -14,7 +14,6 @@ and only their writes of pods, workloads and Services; kube-system and everyone 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import signal
@@ -24,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tenantry import aio
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.ledger import client as ledger_client
 from tenantry.ledger import recorder as ledger_recorder
@@ -180,12 +180,7 @@ class Webhook:
         self._tasks.append(asyncio.create_task(keeper.run(settings.resync_interval)))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
+        await aio.cancel_all(self._tasks)
         if self._runner is not None:
             await self._runner.cleanup()
         if self.directory is not None:

@@ -29,14 +29,13 @@ Finalizing a deleted Tenant still lists: there is no next pass after it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client as aclient
 
-from tenantry import listwatch
+from tenantry import aio, listwatch
 from tenantry.controller import kubeapi
 from tenantry.controller.tenant import desired, meta, rbac
 from tenantry.model import common
@@ -192,12 +191,7 @@ class Children:
                        for index, watch in enumerate(self._watches.values())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await aio.cancel_all(self._tasks)
         if self._api is not None:
             await self._api.close()
             self._api = None
