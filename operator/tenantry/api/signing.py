@@ -19,6 +19,12 @@ app's key set in one assignment on the event loop: a token is signed and its `ki
 the same set, and a request sees either the old set or the new one. A keyring that fails to
 load keeps the last good set (and logs why) rather than refusing every token. A replica started
 with `--signing-key-file` instead has nothing that rotates, keeps no Lease and takes no part.
+
+A replica that follows the keyring also runs `signingwriter.KeyringWriter` every
+`signingwriter.WRITE_SECONDS`: the API, not the operator, writes Secret
+`tenantry-api-signing-keys` (what the operator asks for through ConfigMap
+`tenantry-api-signing-state`) and publishes its public facts there; the operator never reads a
+signing key.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from tenantry.api import signingstate, signingwriter
 from tenantry.api.tokens import rfc7517
 from tenantry.controller.kubeapi import ApiError
 from tenantry.controller.rotation import schedule
@@ -50,10 +57,10 @@ GONE_AFTER = datetime.timedelta(hours=1)
 """An identity Lease not renewed for this long (a replica killed without cleaning up) is
 deleted by any replica, as kube-apiserver's identity Leases are collected."""
 LEASE_PREFIX = "tenantry-api-"
-IDENTITY_LABEL = "tenantry.dev/api-identity"
-VERIFICATION_KIDS = "tenantry.dev/verification-kids"
-SIGNING_KID = "tenantry.dev/signing-kid"
-LEASE_API = "coordination.k8s.io/v1"
+IDENTITY_LABEL = signingstate.IDENTITY_LABEL
+VERIFICATION_KIDS = signingstate.VERIFICATION_KIDS
+SIGNING_KID = signingstate.SIGNING_KID
+LEASE_API = signingstate.LEASE_API
 
 
 class SigningKeyringError(errors.CryptoError):
@@ -125,6 +132,8 @@ class KeyWatch:
         # Only a replica that follows the keyring takes part in its rotation: one on a fixed
         # --signing-key-file keeps no Lease (nothing it holds ever changes).
         self._kube = kube_api if directory is not None else None
+        self.writer = signingwriter.KeyringWriter(kube_api, namespace, replica) \
+            if self._kube is not None else None
         self._namespace = namespace
         self.replica = replica
         self._reported: Loaded | None = None
@@ -229,10 +238,15 @@ class KeyWatch:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         collected = loop.time()
+        written = float("-inf")
         while True:
             try:
                 self.refresh()
                 await self.renew(loop.time())
+                if self.writer is not None and \
+                        loop.time() - written >= signingwriter.WRITE_SECONDS:
+                    written = loop.time()
+                    await self.writer.step()
                 if loop.time() - collected >= COLLECT_SECONDS:
                     collected = loop.time()
                     await self.collect(datetime.datetime.now(datetime.UTC))

@@ -1,8 +1,10 @@
 """RotationPolicy target ApiSigningKeys, end to end: the session's operator (its RBAC from
 manifests/), two real API replicas (`tenantry api run --signing-keyring`, each with the API's
-identity and the Role of manifests/api/rbac.yaml), PostgreSQL, and a stand-in kubelet that keeps
+identity and the Roles of manifests/api/rbac.yaml), PostgreSQL, the admission policies of
+manifests/api/identity-leases-only.yaml and signing-state.yaml, and a stand-in kubelet that keeps
 each replica's directory in step with Secret tenantry-api-signing-keys (and can hold one replica's
-mount back, as a slow kubelet would).
+mount back, as a slow kubelet would). The operator never sees a key: it reads the keyring's
+facts from ConfigMap tenantry-api-signing-state and asks there; an API replica writes the Secret.
 
 While a client holds an access token signed by the old key and a loop signs in on either
 replica and uses each fresh token on both, a trigger rotates the key:
@@ -13,12 +15,14 @@ replica and uses each fresh token on both, a trigger rotates the key:
 - once B has it, the new key signs everywhere; the old token still works on both replicas until
   the overlap (spec.signingKeyOverlap, 6 s here instead of 61 minutes) has passed;
 - then the old kid leaves both JWKS and the old token is refused (401) by both;
-- not one request of the loop fails.
+- not one request of the loop fails; each step was applied to the Secret by exactly one replica.
 
-Negative: a policy outside Tenantry's namespace touches no key; the operator's identity can write
-no other Secret (nor create or delete this one, nor write a Lease); the API's identity can write
-only its own identity Leases (manifests/api/identity-leases-only.yaml); a token forged with a key
-that is not in the keyring is refused by both replicas.
+Negative: a policy outside Tenantry's namespace touches no key; the operator's identity can
+neither read nor patch Secret tenantry-api-signing-keys (403), nor any other Secret, nor write a
+Lease, nor change the facts the API publishes (only its request annotation); the API's identity
+can write only its own identity Leases and its state ConfigMap (never the operator's request
+annotation, never another Secret); a token forged with a key that is not in the keyring is
+refused by both replicas.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import yaml
 from kubernetes import client
 
 from tenantry import kube
-from tenantry.api import signing
+from tenantry.api import signing, signingstate
 from tenantry.api.tokens import rfc7517
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.process import ManagedProcess, free_port
@@ -57,6 +61,8 @@ pytestmark = pytest.mark.postgres
 NAMESPACE = "tenantry-system"
 SECRET = rfc7517.SIGNING_KEYRING_SECRET
 POLICY = "api-signing-keys"
+STATE = signingstate.CONFIGMAP
+POLICIES = ("identity-leases-only.yaml", "signing-state.yaml")
 OVERLAP = "6s"
 API_USER = "system:serviceaccount:tenantry-system:tenantry-api"
 _addresses = (f"198.51.100.{n}" for n in itertools.count(101))
@@ -222,8 +228,9 @@ def rotation_env(control_plane: LocalControlPlane, admin_api: client.ApiClient,
     documents = [d for d in yaml.safe_load_all((REPO_ROOT / "manifests/api/rbac.yaml")
                                                .read_text())
                  if d["kind"] in ("Role", "RoleBinding")]
-    documents += list(yaml.safe_load_all((REPO_ROOT / "manifests/api/identity-leases-only.yaml")
-                                         .read_text()))
+    for policy in POLICIES:
+        documents += list(yaml.safe_load_all((REPO_ROOT / "manifests/api" / policy)
+                                             .read_text()))
     kube.apply(admin_api, documents)
     workdir = tmp_path_factory.mktemp("signing-keys")
     mounts = {name: workdir / f"mount-{name}" for name in ("a", "b")}
@@ -248,12 +255,16 @@ def rotation_env(control_plane: LocalControlPlane, admin_api: client.ApiClient,
                                                    "rotationpolicies", POLICY)
         with contextlib.suppress(client.ApiException):
             client.CoreV1Api(admin_api).delete_namespaced_secret(SECRET, NAMESPACE)
+        with contextlib.suppress(client.ApiException):
+            client.CoreV1Api(admin_api).delete_namespaced_config_map(STATE, NAMESPACE)
         admission = client.AdmissionregistrationV1Api(admin_api)
-        with contextlib.suppress(client.ApiException):
-            admission.delete_validating_admission_policy_binding(
-                "tenantry-api-identity-leases-only")
-        with contextlib.suppress(client.ApiException):
-            admission.delete_validating_admission_policy("tenantry-api-identity-leases-only")
+        for name in ("tenantry-api-identity-leases-only",
+                     "tenantry-operator-signing-requests-only",
+                     "tenantry-api-signing-state-only"):
+            with contextlib.suppress(client.ApiException):
+                admission.delete_validating_admission_policy_binding(name)
+            with contextlib.suppress(client.ApiException):
+                admission.delete_validating_admission_policy(name)
 
 
 def test_a_new_signing_key_is_published_first_signs_when_every_replica_has_it_and_the_old_one_verifies_until_the_overlap_ends(  # noqa: E501
@@ -387,6 +398,14 @@ def test_a_new_signing_key_is_published_first_signs_when_every_replica_has_it_an
     for server in servers.values():  # each replica said what it loaded, never a key
         log = server.log()
         assert f"signing with {new_kid} (version v2)" in log and "PRIVATE KEY" not in log
+    # Each step (add v2, promote v2, retire v1) was written to the Secret by one replica only,
+    # though both saw every request (the Secret patch's resourceVersion precondition).
+    applied = [line.split("applied signing keyring request ", 1)[1].split(" ", 1)[0]
+               for server in servers.values() for line in server.log().splitlines()
+               if "applied signing keyring request " in line]
+    assert sorted(a.rsplit("-", 1)[0] for a in applied) == ["add-v2", "promote-v2",
+                                                              "retire-v1"], applied
+    assert len(set(applied)) == len(applied) == 3, applied
     events = client.CoreV1Api(admin_api).list_namespaced_event(
         NAMESPACE, field_selector=f"involvedObject.name={POLICY}").items
     reasons = {e.reason for e in events}
@@ -446,34 +465,63 @@ def test_a_policy_outside_tenantrys_namespace_touches_no_key(
     assert conditions_of(later)["Ready"]["reason"] == "TargetNotAllowed"
 
 
-def test_the_operator_writes_only_the_signing_keyring_secret_and_reads_leases(
+def _status(call: Any) -> int:
+    try:
+        call()
+    except client.ApiException as error:
+        return int(error.status)
+    return 200
+
+
+def test_the_operator_can_neither_read_nor_write_the_signing_keys_and_only_asks(
         rotation_env: tuple[Kubelet, dict[str, ApiServer]], control_plane: LocalControlPlane,
         admin_api: client.ApiClient) -> None:
     core = client.CoreV1Api(admin_api)
     other = unique("not-the-keyring")
     core.create_namespaced_secret(NAMESPACE, client.V1Secret(
         metadata=client.V1ObjectMeta(name=other), string_data={"k": "v"}))
+    eventually(lambda: signingstate.STATE_KEY in (
+        core.read_namespaced_config_map(STATE, NAMESPACE).data or {}), what="the state")
     as_operator = kube.api_client(control_plane.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS))
     try:
         ops = client.CoreV1Api(as_operator)
         leases = client.CoordinationV1Api(as_operator)
-        assert ops.read_namespaced_secret(SECRET, NAMESPACE).metadata.name == SECRET
+        # What it may: read the published facts and the Leases (the positive controls).
+        assert signingstate.STATE_KEY in ops.read_namespaced_config_map(STATE, NAMESPACE).data
         assert leases.list_namespaced_lease(NAMESPACE).items is not None
+        # The signing keys: no verb at all, RBAC refuses (403), not merely admission.
         patch = {"metadata": {"labels": {"touched": "yes"}}}
+        steal = {"data": {"v9.pem": base64.b64encode(b"attacker key").decode()}}
+        assert _status(lambda: ops.read_namespaced_secret(SECRET, NAMESPACE)) == 403
+        assert _status(lambda: ops.patch_namespaced_secret(SECRET, NAMESPACE, steal)) == 403
+        assert _status(lambda: ops.patch_namespaced_secret(SECRET, NAMESPACE, patch)) == 403
+        assert _status(lambda: ops.delete_namespaced_secret(SECRET, NAMESPACE)) == 403
+        assert _status(lambda: ops.list_namespaced_secret(NAMESPACE)) == 403
         assert forbidden(lambda: ops.patch_namespaced_secret(other, NAMESPACE, patch))
         assert forbidden(lambda: ops.read_namespaced_secret(other, NAMESPACE))
-        assert forbidden(lambda: ops.list_namespaced_secret(NAMESPACE))
-        assert forbidden(lambda: ops.delete_namespaced_secret(SECRET, NAMESPACE))
         assert forbidden(lambda: ops.create_namespaced_secret(NAMESPACE, client.V1Secret(
             metadata=client.V1ObjectMeta(name=SECRET + "-2"), string_data={"k": "v"})))
         assert forbidden(lambda: leases.patch_namespaced_lease(
             signing.lease_name("replica-a"), NAMESPACE, patch))
+        # The facts are the API's: the operator may not feign them (nor label, delete or
+        # annotate anything but its request).
+        state = core.read_namespaced_config_map(STATE, NAMESPACE)
+        feigned = {"data": {signingstate.STATE_KEY: "{}"}}
+        assert forbidden(lambda: ops.patch_namespaced_config_map(STATE, NAMESPACE, feigned))
+        assert forbidden(lambda: ops.patch_namespaced_config_map(STATE, NAMESPACE, patch))
+        assert forbidden(lambda: ops.patch_namespaced_config_map(
+            STATE, NAMESPACE, {"metadata": {"annotations": {"other": "x"}}}))
+        assert forbidden(lambda: ops.patch_namespaced_config_map(
+            STATE, NAMESPACE, {"metadata": {"annotations": {
+                signingstate.REQUEST_ANNOTATION: "x" * 300}}}))
+        assert forbidden(lambda: ops.delete_namespaced_config_map(STATE, NAMESPACE))
+        assert core.read_namespaced_config_map(STATE, NAMESPACE).data == state.data
     finally:
         as_operator.close()
         core.delete_namespaced_secret(other, NAMESPACE)
 
 
-def test_the_api_identity_writes_only_its_own_identity_leases(
+def test_the_api_identity_writes_only_its_own_identity_leases_and_signing_state(
         rotation_env: tuple[Kubelet, dict[str, ApiServer]], control_plane: LocalControlPlane,
         admin_api: client.ApiClient, api_kubeconfig: Path) -> None:
     admin_leases = client.CoordinationV1Api(admin_api)
@@ -503,8 +551,27 @@ def test_the_api_identity_writes_only_its_own_identity_leases(
         assert forbidden(lambda: leases.patch_namespaced_lease(
             signing.lease_name("replica-a"), NAMESPACE,
             {"metadata": {"labels": {signing.IDENTITY_LABEL: "false"}}}))
-        assert forbidden(lambda: client.CoreV1Api(as_api).read_namespaced_secret(
-            SECRET, NAMESPACE))
+        # The keyring Secret it reads and patches (its own keys); any other Secret, no; nor may
+        # it delete or re-create the keyring, write the operator's request, or another
+        # ConfigMap.
+        core = client.CoreV1Api(as_api)
+        assert core.read_namespaced_secret(SECRET, NAMESPACE).metadata.name == SECRET
+        other = unique("not-the-keyring")
+        client.CoreV1Api(admin_api).create_namespaced_secret(NAMESPACE, client.V1Secret(
+            metadata=client.V1ObjectMeta(name=other), string_data={"k": "v"}))
+        try:
+            assert _status(lambda: core.read_namespaced_secret(other, NAMESPACE)) == 403
+        finally:
+            client.CoreV1Api(admin_api).delete_namespaced_secret(other, NAMESPACE)
+        assert _status(lambda: core.delete_namespaced_secret(SECRET, NAMESPACE)) == 403
+        assert _status(lambda: core.list_namespaced_secret(NAMESPACE)) == 403
+        assert forbidden(lambda: core.patch_namespaced_config_map(STATE, NAMESPACE, {
+            "metadata": {"annotations": {signingstate.REQUEST_ANNOTATION: "{}"}}}))
+        assert forbidden(lambda: core.delete_namespaced_config_map(STATE, NAMESPACE))
+        assert forbidden(lambda: core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="tenantry-operator-config"), data={"k": "v"})))
+        core.patch_namespaced_config_map(STATE, NAMESPACE, {  # its own facts: yes
+            "metadata": {"labels": {"probe": "1"}}})
         # Another replica's identity Lease, long stale, it may delete (what `collect` does).
         an_hour_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
         kube.apply(admin_api, [signing.lease(NAMESPACE, "killed", signing.Loaded((), "x"),

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tenantry.api import signingstate
 from tenantry.controller.rotation import apisigning, plan, signingkeys
 from tenantry.model import rotation
 from tests.unit.rotation.test_plan import _apply_merge_patch
@@ -293,7 +294,8 @@ def test_no_key_material_reaches_status_events_or_the_ledger() -> None:
 
     key = rfc7517.generate()
     pem = rfc7517.private_pem(key)
-    patch = apisigning.secret_patch(signingkeys.SigningChange("add", "v2", "7"), pem)
+    patch = signingstate.secret_patch(
+        apisigning.request_of(signingkeys.SigningChange("add", "v2", "7")), pem)
     assert patch["metadata"] == {"resourceVersion": "7"}
     cluster = SigningCluster()
     decisions = cluster.run(_spec())
@@ -344,3 +346,23 @@ def test_a_rotation_paused_by_an_unreadable_secret_says_so_and_goes_on_after() -
     cluster.sync_mounts()
     cluster.run(_spec())
     assert cluster.changes == [("add", "v2"), ("promote", "v2")]
+
+
+def test_a_retired_version_is_recorded_at_the_time_the_api_removed_it() -> None:
+    cluster = SigningCluster()
+    cluster.run(_spec())
+    later = NOW + datetime.timedelta(minutes=17)
+    decision, change = signingkeys.decide(cluster.world(_spec(), now=later))
+    cluster.store(decision)
+    assert change == signingkeys.SigningChange("retire", "v1", str(cluster.resource_version))
+    cluster.apply(change)
+    # The API applied it at 09:17:02; this step sees it at 09:17:30: the record says 09:17:02.
+    decision, change = signingkeys.decide(dataclasses.replace(
+        cluster.world(_spec(), now=later + datetime.timedelta(seconds=30)),
+        secret=signingkeys.SigningSecret(str(cluster.resource_version), cluster.signing,
+                                         dict(cluster.kids),
+                                         retired={"v1": "2026-12-01T09:17:02Z"})))
+    assert change is None
+    retired = decision.status.history[0]
+    assert (retired.result, retired.from_version, retired.time) == (
+        "Retired", "v1", "2026-12-01T09:17:02Z")

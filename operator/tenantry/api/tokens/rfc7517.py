@@ -12,9 +12,11 @@ after the switch).
 A signing keyring (`SigningKeyring`) holds every version at once, as Secret
 `tenantry-api-signing-keys` does and the API pod mounts it: one PKCS#8 PEM per version
 (`v1.pem`, `v2.pem`, ...) and `signing`, the name of the version that signs. Every other version
-only verifies. The operator's ApiSigningKeys rotation adds a version (published in JWKS, not
-signing), names it in `signing` once every API replica has it, and removes the old one after the
-token lifetime plus skew; the API re-reads the directory when it changes (`api.signing`).
+only verifies. An ApiSigningKeys rotation adds a version (published in JWKS, not signing), names
+it in `signing` once every API replica has it, and removes the old one after the token lifetime
+plus skew; the operator decides when, from public facts only, and the API writes the Secret
+(`api.signingwriter`, protocol `api.signingstate`) and re-reads the directory when it changes
+(`api.signing`). Nothing outside the API pod holds a private key.
 """
 
 from __future__ import annotations

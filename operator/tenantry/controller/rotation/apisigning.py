@@ -1,18 +1,18 @@
-"""I/O of the ApiSigningKeys target (the thin shell around `signingkeys`): read Secret
-tenantry-api-signing-keys and the API replicas' identity Leases, write the Secret.
+"""I/O of the ApiSigningKeys target (the thin shell around `signingkeys`): read the keyring's
+public facts and the API replicas' identity Leases, and ask the API for the next change.
 
-The operator reads the Secret by name (its RBAC: get and patch on that one Secret, nothing else
-in Tenantry's namespace) and holds the keys only to name them (their kids); it writes one change
-per step as a JSON merge patch with the resourceVersion it read as a precondition, so a Secret
-changed meanwhile is not overwritten (409: the next step reads it again). A new key is made
-here, written, and forgotten. Leases are listed by label (`tenantry.dev/api-identity`) in
-Tenantry's namespace; what they claim is public (kids).
+The operator never reads or writes Secret `tenantry-api-signing-keys` (its RBAC has no verb on
+it): whoever holds those keys can mint access tokens for anyone. The API replicas publish what
+is public about the keyring (versions, kids, which one signs, the Secret's resourceVersion) in
+ConfigMap `tenantry-api-signing-state`, and apply the one request the operator writes there as
+annotation `tenantry.dev/signing-request` (`signingstate`): the operator's RBAC is get and patch
+on that ConfigMap by name, and manifests/api/signing-state.yaml holds it to that annotation.
+Leases are listed by label (`tenantry.dev/api-identity`) in Tenantry's namespace; what they
+claim is public (kids).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import logging
 from collections.abc import Mapping
@@ -20,8 +20,7 @@ from typing import Any
 
 import kopf
 
-from tenantry.api import signing
-from tenantry.api.tokens import rfc7517
+from tenantry.api import signing, signingstate
 from tenantry.controller import events
 from tenantry.controller.credential import custody
 from tenantry.controller.kubeapi import ApiError
@@ -31,18 +30,26 @@ logger = logging.getLogger(__name__)
 MAX_EVENT_MESSAGE = 1024
 
 
-def secret_facts(secret: Mapping[str, Any]) -> signingkeys.SigningSecret:
-    """The public facts of the Secret as the API returns it (`data` base64-encoded);
-    KeyFileError naming the member and the rule if it is not a valid signing keyring."""
-    data = secret.get("data") or {}
+def facts(configmap: Mapping[str, Any] | None, namespace: str
+          ) -> tuple[signingkeys.SigningSecret | None, str]:
+    """(the keyring's facts as the API published them, or None and why not)."""
+    where = f"ConfigMap {namespace}/{signingstate.CONFIGMAP}"
+    if configmap is None:
+        return None, (f"{where} does not exist: no API replica following the keyring "
+                      "(--signing-keyring) has published it; the API creates it (its Role "
+                      "tenantry-api-signing-keys)")
+    text = (configmap.get("data") or {}).get(signingstate.STATE_KEY)
+    if not text:
+        return None, f"{where} has no data.{signingstate.STATE_KEY} yet"
     try:
-        files = {str(k): base64.b64decode(str(v), validate=True) for k, v in data.items()}
-    except (binascii.Error, ValueError):
-        raise rfc7517.KeyFileError("a value of its data is not base64") from None
-    ring = rfc7517.signing_keyring_from_files(files)
-    return signingkeys.SigningSecret(
-        resource_version=str((secret.get("metadata") or {}).get("resourceVersion") or ""),
-        signing=ring.signing, kids=dict(ring.kids))
+        state = signingstate.parse_state(str(text))
+    except signingstate.StateError as error:
+        return None, str(error)
+    if state.problem:
+        return None, f"the API reports: {state.problem}"
+    return signingkeys.SigningSecret(resource_version=state.resource_version,
+                                     signing=state.signing, kids=dict(state.kids),
+                                     retired=signingstate.retired_at(state.answer)), ""
 
 
 def replica(lease: Mapping[str, Any]) -> signingkeys.Replica:
@@ -61,28 +68,19 @@ def replica(lease: Mapping[str, Any]) -> signingkeys.Replica:
 
 
 async def observe(memo: kopf.Memo, world: plan.World) -> signingkeys.SigningWorld:
-    """The Secret and the Leases, read only for a policy in Tenantry's namespace (any other is
-    refused by `signingkeys.problem` and reads nothing of Tenantry's)."""
+    """The published facts and the Leases, read only for a policy in Tenantry's namespace (any
+    other is refused by `signingkeys.problem` and reads nothing of Tenantry's)."""
     namespace = custody.operator_namespace()
     if world.namespace != namespace:
         return signingkeys.SigningWorld(base=world, secret=None, secret_problem="",
                                         replicas=())
-    where = f"Secret {namespace}/{signingkeys.SECRET}"
     secret: signingkeys.SigningSecret | None = None
-    problem = ""
     try:
-        found = await memo.api.get("v1", "Secret", signingkeys.SECRET, namespace)
+        found = await memo.api.get("v1", "ConfigMap", signingstate.CONFIGMAP, namespace)
+        secret, problem = facts(found, namespace)
     except ApiError as error:
-        found, problem = None, f"reading {where}: {error.status} {error.reason}"
-    if found is None and not problem:
-        problem = (f"{where} does not exist: create it with "
-                   f"`{signingkeys.create_command(namespace)}` and mount it into the API "
-                   "(--signing-keyring)")
-    if found is not None:
-        try:
-            secret = secret_facts(found)
-        except rfc7517.KeyFileError as error:
-            problem = f"{where}: {error}"
+        problem = (f"reading ConfigMap {namespace}/{signingstate.CONFIGMAP}: {error.status} "
+                   f"{error.reason}")
     replicas: list[signingkeys.Replica] = []
     try:
         leases = await memo.api.list("coordination.k8s.io/v1", "Lease", namespace,
@@ -95,46 +93,55 @@ async def observe(memo: kopf.Memo, world: plan.World) -> signingkeys.SigningWorl
                                     replicas=replicas)
 
 
-def secret_patch(change: signingkeys.SigningChange,
-                 key: bytes | None = None) -> dict[str, Any]:
-    """The JSON merge patch of the Secret for `change` (`key`: the new PEM for "add"), with
-    its resourceVersion precondition."""
-    def encoded(data: bytes) -> str:
-        return base64.b64encode(data).decode("ascii")
-
-    value: str | None
-    if change.action == "add":
-        if key is None:
-            raise ValueError("adding a version needs its key")
-        field, value = change.version + rfc7517.KEY_SUFFIX, encoded(key)
-    elif change.action == "promote":
-        field, value = rfc7517.SIGNING_FILE, encoded(change.version.encode("ascii"))
-    elif change.action == "retire":
-        field, value = change.version + rfc7517.KEY_SUFFIX, None
-    else:
-        raise ValueError(f"unknown signing keyring change {change.action!r}")
-    return {"metadata": {"resourceVersion": change.resource_version}, "data": {field: value}}
+def request_of(change: signingkeys.SigningChange) -> signingstate.Request:
+    return signingstate.Request(action=change.action, version=change.version,
+                                resource_version=change.resource_version)
 
 
-async def write(memo: kopf.Memo, body: Mapping[str, Any],
-                change: signingkeys.SigningChange) -> bool:
-    """Write the Secret as `change` says, only if it is still the version read; False when the
-    write failed (not a conflict: the timer tries again)."""
+async def ask(memo: kopf.Memo, body: Mapping[str, Any],
+              change: signingkeys.SigningChange) -> None:
+    """Ask the API for `change` (annotation tenantry.dev/signing-request, at the ConfigMap's
+    resourceVersion); a request already asked is not asked again, and one the API refused or
+    failed is reported as a Warning Event (the next step asks again on fresh facts)."""
     namespace = custody.operator_namespace()
-    key = rfc7517.private_pem(rfc7517.generate()) if change.action == "add" else None
+    request = request_of(change)
+    where = f"ConfigMap {namespace}/{signingstate.CONFIGMAP}"
     try:
-        await memo.api.merge_patch("v1", "Secret", signingkeys.SECRET,
-                                   secret_patch(change, key), namespace=namespace)
+        found = await memo.api.get("v1", "ConfigMap", signingstate.CONFIGMAP, namespace)
+        if found is None:
+            return  # observe said so (SigningKeysSecretUnavailable)
+        meta = found.get("metadata") or {}
+        if (meta.get("annotations") or {}).get(signingstate.REQUEST_ANNOTATION) == \
+                signingstate.encode_request(request):
+            published = _answer(found)
+            if published is not None and published.id == request.id and \
+                    published.result in (signingstate.REFUSED, signingstate.FAILED):
+                message = (f"the API answered signing keyring request {request.id} with "
+                           f"{published.result}: {published.message}")
+                logger.warning("rotation: %s", message)
+                await events.post(memo.api, body, [events.warning(
+                    "SigningKeysRequestFailed", message[:MAX_EVENT_MESSAGE])])
+            return
+        await memo.api.merge_patch("v1", "ConfigMap", signingstate.CONFIGMAP, {
+            "metadata": {"resourceVersion": str(meta.get("resourceVersion") or ""),
+                         "annotations": {signingstate.REQUEST_ANNOTATION:
+                                         signingstate.encode_request(request)}}},
+            namespace=namespace)
+        logger.info("rotation: asked the API for signing keyring request %s", request.id)
     except ApiError as error:
-        if error.status == 409:
-            return True
-        # Never the patch (it may hold a key): status and reason only.
-        message = (f"writing Secret {namespace}/{signingkeys.SECRET} ({change.action} "
-                   f"{change.version}) failed: {error.status} {error.reason}; retrying")
+        if error.status == 409:  # the API published meanwhile: the next step asks again
+            return
+        message = (f"writing the signing keyring request {request.id} to {where} failed: "
+                   f"{error.status} {error.reason}; retrying")
         logger.warning("rotation: %s", message)
         await events.post(memo.api, body, [events.warning("SigningKeysWriteFailed",
                                                           message[:MAX_EVENT_MESSAGE])])
-        return False
-    finally:
-        del key
-    return True
+
+
+def _answer(configmap: Mapping[str, Any]) -> signingstate.Answer | None:
+    """The API's answer to the last request, if it published a readable one."""
+    text = (configmap.get("data") or {}).get(signingstate.STATE_KEY)
+    try:
+        return signingstate.parse_state(str(text)).answer if text else None
+    except signingstate.StateError:
+        return None

@@ -329,21 +329,15 @@ async def webhook_certificates_step(memo: kopf.Memo, body: Mapping[str, Any],
 
 async def api_signing_keys_step(memo: kopf.Memo, body: Mapping[str, Any],
                                 spec: rotation_model.RotationPolicySpec) -> None:
-    """Steps of an ApiSigningKeys policy (`signingkeys`): read the signing keyring Secret and
-    the API replicas' Leases, decide, record, then write the Secret if the step asks and step
-    again on what it became (a few writes at most: add, promote, retire)."""
-    meta = body["metadata"]
-    for _ in range(4):
-        world = await _observe(memo, body, spec, [], cluster_wide=False)
-        decision, change = signingkeys.decide(await apisigning.observe(memo, world))
-        await _write(memo, body, decision, None)
-        if change is None or not await apisigning.write(memo, body, change):
-            return
-        found = await memo.api.get(common.API_VERSION, rotation_model.KIND, str(meta["name"]),
-                                   str(meta["namespace"]))
-        if found is None or found["metadata"].get("deletionTimestamp"):
-            return
-        body = found
+    """Steps of an ApiSigningKeys policy (`signingkeys`): read the keyring's public facts (as
+    the API publishes them) and the API replicas' Leases, decide, record, then ask the API for
+    the change the step needs; the API applies it and publishes the new facts, which the next
+    timer round sees (the operator never touches the keys)."""
+    world = await _observe(memo, body, spec, [], cluster_wide=False)
+    decision, change = signingkeys.decide(await apisigning.observe(memo, world))
+    await _write(memo, body, decision, None)
+    if change is not None:
+        await apisigning.ask(memo, body, change)
 
 
 async def _invalid_spec(memo: kopf.Memo, body: Mapping[str, Any],

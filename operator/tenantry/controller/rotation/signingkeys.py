@@ -5,12 +5,16 @@ A client's next request may land on any replica, so a key that signs before ever
 it makes tokens some replicas refuse; a key dropped while its tokens live logs their holders
 out. The keyring is Secret `tenantry-api-signing-keys` (`rfc7517.SigningKeyring`: one PEM per
 version and `signing`, the version that signs), mounted into every API replica, which re-reads
-it and reports what it holds in its identity Lease (`api.signing`). One call of `decide` is one
-step, like `masterkey.decide`; status (`status.signingKeys`) is the checkpoint:
+it and reports what it holds in its identity Lease (`api.signing`). The operator never sees a
+key: the API publishes the keyring's public facts (`SigningSecret`: versions, kids, the signing
+version, the Secret's resourceVersion) and applies the change a step asks for
+(`SigningChange`, sent as a request by `apisigning.ask`, see `api.signingstate`). One call of
+`decide` is one step, like `masterkey.decide`; status (`status.signingKeys`) is the
+checkpoint:
 
-1. **Publishing**: the new version's name is written to status first, then the handler adds a
-   random Ed25519 key under it to the Secret (resourceVersion precondition). It verifies and is
-   in every replica's JWKS once mounted, but signs nothing.
+1. **Publishing**: the new version's name is written to status first, then the API is asked to
+   add a random Ed25519 key under it to the Secret (it generates the key; resourceVersion
+   precondition). It verifies and is in every replica's JWKS once mounted, but signs nothing.
 2. **Promoting**: when every fresh identity Lease lists the new kid, the Secret's `signing`
    names the new version. Stale Leases (past their duration: a replica gone) do not count; no
    fresh Lease at all is a wait, not a yes. Once every fresh Lease signs with the new kid, the
@@ -20,7 +24,7 @@ Retirement runs whenever no rotation does: a version that does not sign is remov
 Secret once `spec.signingKeyOverlap` (default 61m: the longest token the API signs, 1 h, plus
 60 s of skew) has passed since it was demoted and no fresh replica signs with it. Each is
 reported in `status.signingKeys.retiring` until then. Kids are public; keys never leave the
-Secret (not in status, Events, the ledger or logs).
+Secret (not in status, Events, the ledger or logs) and never reach the operator.
 """
 
 from __future__ import annotations
@@ -57,12 +61,15 @@ RETIRED = "rotation.signing-key-retired"
 
 @dataclasses.dataclass(frozen=True)
 class SigningSecret:
-    """Secret tenantry-api-signing-keys as read: public facts only (versions, kids)."""
+    """Secret tenantry-api-signing-keys as the API last published it (ConfigMap
+    tenantry-api-signing-state): public facts only (versions, kids)."""
 
     resource_version: str
     signing: str
     kids: Mapping[str, str]
     """version -> kid, oldest version first."""
+    retired: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """version -> when the API removed it (its answer to the retire request), if it says."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +89,8 @@ class Replica:
 
 @dataclasses.dataclass(frozen=True)
 class SigningChange:
-    """One write to the Secret, made only if it is still at `resource_version`."""
+    """One change of the Secret the API is asked for, made only if the Secret is still at
+    `resource_version` (else the API answers Stale and the next step asks again)."""
 
     action: str
     """"add" (a new random key, not signing), "promote" (make it sign) or "retire"."""
@@ -105,10 +113,6 @@ def applies(spec: rotation.RotationPolicySpec) -> bool:
     other targets itself)."""
     return rotation.Target.API_SIGNING_KEYS in spec.targets \
         and rotation.Target.MASTER_KEY not in spec.targets
-
-
-def create_command(namespace: str) -> str:
-    return (f"tenantry api keygen --secret --namespace {namespace} | kubectl apply -f-")
 
 
 def problem(world: SigningWorld) -> tuple[str, str] | None:
@@ -135,8 +139,8 @@ def problem(world: SigningWorld) -> tuple[str, str] | None:
                 "signing keys: two policies may not rotate the same target; delete one of them")
     if world.secret is None:
         return SECRET_UNAVAILABLE, (
-            f"the API's signing keyring cannot be read, so no key can be added, promoted or "
-            f"removed: {world.secret_problem}")
+            f"the API's signing keyring facts cannot be read, so no key can be added, promoted "
+            f"or removed: {world.secret_problem}")
     return None
 
 
@@ -151,6 +155,9 @@ def _record(world: SigningWorld, secret: SigningSecret, keys: rotation.SigningKe
     now = schedule.format_time(world.base.now)
     for gone in [v for v in keys.kids if v not in secret.kids]:
         kid = keys.kids[gone]
+        # When the key really left the Secret (the API applied the request a timer round or
+        # so before this step sees it), else now.
+        removed = secret.retired.get(gone) or now
         decision.events.append(("Normal", "SigningKeyRetired", (
             f"signing key version {gone} (kid {kid}) removed: it is no longer in JWKS and "
             "tokens it signed are refused")))
@@ -158,7 +165,7 @@ def _record(world: SigningWorld, secret: SigningSecret, keys: rotation.SigningKe
                                          "signing": secret.signing,
                                          "versions": list(secret.kids)}))
         decision.status.history = [rotation.RotationRecord(
-            time=now, target=rotation.Target.API_SIGNING_KEYS, from_version=gone,
+            time=removed, target=rotation.Target.API_SIGNING_KEYS, from_version=gone,
             result="Retired", message=f"signing key version {gone} (kid {kid}) removed"),
             *decision.status.history][:plan.HISTORY_LIMIT]
     keys.signing = secret.signing
@@ -311,7 +318,7 @@ def retirement(world: SigningWorld, secret: SigningSecret, keys: rotation.Signin
 
 
 def decide(world: SigningWorld) -> tuple[plan.Decision, SigningChange | None]:
-    """The next step of an ApiSigningKeys policy, and the Secret write it asks for."""
+    """The next step of an ApiSigningKeys policy, and the Secret change it asks the API for."""
     base = world.base
     decision, due = plan.opening(base, (), None, ())
     status = decision.status
