@@ -7,9 +7,10 @@ loaded. Like kube-apiserver's identity Leases (`apiserver-<id>` in kube-system),
 replica keeps a Lease of its own in Tenantry's namespace, `tenantry-api-<replica>` labelled
 `tenantry.dev/api-identity`, renewed every `RENEW_SECONDS` and at once when its keys change,
 with two annotations: the kids it verifies with (`tenantry.dev/verification-kids`, every key it
-publishes in JWKS) and the kid it signs with (`tenantry.dev/signing-kid`). The operator promotes
-a new key only when every fresh Lease lists it, and starts the old key's overlap once every
-fresh Lease signs with the new one. A Lease past its duration is a replica gone (or cut off):
+publishes in JWKS) and the kid it signs with (`tenantry.dev/signing-kid`). The operator asks for
+a new key to sign only when every fresh Lease lists it (and the API, which writes the keyring,
+checks that again), and starts the old key's overlap once every fresh Lease signs with the new
+one. A Lease past its duration is a replica gone (or cut off):
 it counts for nothing; one not renewed for an hour is deleted by the others (`collect`), and a
 replica that stops cleanly deletes its own. Kids are public (RFC 7638 thumbprints), never keys.
 
