@@ -485,11 +485,17 @@ def test_the_operator_may_write_the_request_keys_and_no_one_else_the_facts(
                                   "must be a request id"),
         "rotate-ca not true": ({"data": {certs.ROTATE_CA_KEY: "yes"}}, 'may only be "true"'),
     }
+    # A write of a fact key breaks both policies, and the apiserver reports whichever it
+    # evaluated first: either refusal is the right one there.
+    writes_a_fact = {"the served mark", "a serving certificate", "a CA", "removing a fact",
+                     "another key"}
     for case, (patch, message) in operator_refusals.items():
         with pytest.raises(client.ApiException) as denied:
             as_operator.patch_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE, patch)
         assert denied.value.status in (403, 422), case
-        assert message in api_message(denied.value), (case, denied.value.body)
+        said = api_message(denied.value)
+        assert message in said or (case in writes_a_fact and facts_only in said), (
+            case, denied.value.body)
     # Nor anyone else but the webhook: not even a cluster admin may write a fact.
     for case, patch in {"the served mark": {certs.SERVED_KEY: "forged"},
                         "a serving certificate": {certs.TLS_CERT: forged_cert},

@@ -407,6 +407,7 @@ def test_tenantry_rotate_follows_a_webhook_certificates_rotation_to_its_end() ->
     pair.step(_spec(trigger="cli"))
     done = followed()
     assert done.exit_code == cli.EXIT_OK and done.line.startswith("done")
+    assert "re-encrypted" not in done.line  # nothing is re-encrypted: Ready's own words
 
 
 def test_a_rotation_the_configmap_stops_answering_for_is_paused_not_lost() -> None:

@@ -78,7 +78,8 @@ def follow(obj: Mapping[str, Any], trigger: str, generation: int) -> Followed:
     if status.get("rotation"):
         return Followed(f"rotating: {counts}")
     if ready.get("status") == "True":
-        return Followed(f"done: {counts}", EXIT_OK)
+        # A rotation with no re-encryption (certificates, signing keys): what Ready says.
+        return Followed(f"done: {counts if progress else ready.get('message')}", EXIT_OK)
     failures = ", ".join(f"{f.get('name')} ({f.get('reason')})"
                          for f in status.get("failures") or [])
     detail = f"; failed: {failures}" if failures else ""
