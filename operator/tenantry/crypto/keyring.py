@@ -219,17 +219,23 @@ def load_directory(path: str | os.PathLike[str]) -> Keyring:
         for entry in sorted(path.iterdir()):
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and not entry.exists():
-                # A key just removed from the Secret: the kubelet swaps `..data` first and
-                # unlinks the removed keys' links after, so for a moment they dangle.
-                continue
             with _source(f"file {entry.name!r}"):
+                # A key just removed from the Secret: the kubelet swaps `..data` first and
+                # unlinks the removed keys' links after, so for a moment they dangle, and one
+                # may start dangling between any two of these checks: a link found dangling at
+                # any point is a removed key, not a broken keyring.
                 if not entry.is_file():
+                    if _dangling(entry):
+                        continue
                     raise errors.KeyringError("is not a regular file")
                 try:
                     content = entry.read_text(encoding="utf-8")
                 except UnicodeDecodeError:
                     raise errors.KeyringError("is not base64 text") from None
+                except FileNotFoundError:
+                    if _dangling(entry):
+                        continue
+                    raise errors.KeyringError("vanished while being read") from None
                 except OSError as error:
                     raise errors.KeyringError(f"cannot be read: {error.strerror}") from None
                 if entry.name == PRIMARY_FILE:
@@ -243,6 +249,11 @@ def load_directory(path: str | os.PathLike[str]) -> Keyring:
             raise errors.KeyringError(
                 f"has no {PRIMARY_FILE!r} file naming the version that encrypts")
         return Keyring(primary, keys)
+
+
+def _dangling(entry: Path) -> bool:
+    """A symlink whose target is gone (the kubelet's link to a removed Secret key)."""
+    return entry.is_symlink() and not entry.exists()
 
 
 def load(path: str | os.PathLike[str]) -> Keyring:

@@ -270,3 +270,29 @@ def test_a_key_removed_by_a_secret_update_is_skipped_while_its_link_still_dangle
     (tmp_path / "v1").mkdir()
     with pytest.raises(errors.KeyringError, match="file 'v1': is not a regular file"):
         keyring.load_directory(tmp_path)
+
+
+@pytest.mark.parametrize("swapped_during", ["is_file", "read_text"])
+def test_a_key_whose_link_starts_dangling_while_it_is_read_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped_during: str) -> None:
+    """The same kubelet swap landing between the loader's checks of one entry (CI met it in
+    the MasterKey e2e: the link still resolved when looked at, was gone when read)."""
+    _write_mounted_secret(tmp_path, {"v1": B64_1, "v2": B64_2, "primary": "v2"})
+    newer = tmp_path / "..2026_01_02_00_00_00.000000001"
+    newer.mkdir()
+    (newer / "v2").write_text(B64_2)
+    (newer / "primary").write_text("v2")
+    (tmp_path / "..data_tmp").symlink_to(newer.name)
+    real = getattr(Path, swapped_during)
+    swapped: list[bool] = []
+
+    def swap_first(self: Path, *args: object, **kwargs: object) -> object:
+        if self.name == "v1" and not swapped:
+            swapped.append(True)
+            (tmp_path / "..data_tmp").replace(tmp_path / "..data")  # v1 dangles from now
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, swapped_during, swap_first)
+    ring = keyring.load_directory(tmp_path)
+
+    assert swapped and ring.versions == ("v2",) and ring.primary == "v2"
