@@ -115,11 +115,8 @@ def keyring_patch(change: plan.KeyChange, key: bytes | None = None) -> dict[str,
 def problem(world: plan.World) -> tuple[str, str] | None:
     """(reason, message) of what keeps a MasterKey policy from rotating, or None."""
     others = sorted(t.value for t in world.spec.targets if t is not rotation.Target.MASTER_KEY)
-    if world.namespace != world.operator_namespace:
-        return plan.TARGET_NOT_ALLOWED, (
-            f"spec.targets names MasterKey: platform-wide targets may be rotated only by a "
-            f"RotationPolicy in Tenantry's namespace {world.operator_namespace}, not in "
-            f"{world.namespace}; keep only Credentials here")
+    if outside := plan.platform_namespace_problem(world, rotation.Target.MASTER_KEY):
+        return outside
     if rotation.Target.CREDENTIALS.value in others:
         return TARGETS_OVERLAP, (
             "spec.targets names MasterKey and Credentials: a MasterKey rotation re-encrypts "
@@ -128,14 +125,9 @@ def problem(world: plan.World) -> tuple[str, str] | None:
         return plan.TARGET_NOT_IMPLEMENTED, (
             f"spec.targets names {', '.join(others)} next to MasterKey: this operator does not "
             "rotate those yet; list MasterKey alone")
-    if world.spec.schedule is not None and (why := schedule.problem(world.spec.schedule)):
-        return plan.INVALID_SCHEDULE, why
-    for other in sorted(world.others, key=lambda o: (o.created, o.name)):
-        if (other.created, other.name) < (world.created, world.name) \
-                and rotation.Target.MASTER_KEY.value in other.targets:
-            return plan.CONFLICT, (
-                f"RotationPolicy {world.namespace}/{other.name} (older) already rotates the "
-                "master key: two policies may not rotate the same target; delete one of them")
+    if trouble := plan.schedule_or_older_policy_problem(world, rotation.Target.MASTER_KEY,
+                                                        "the master key"):
+        return trouble
     if world.keyring_secret is None:
         return KEYRING_SECRET_UNAVAILABLE, (
             f"the keyring Secret cannot be read, so no version can be added, promoted or "

@@ -263,6 +263,32 @@ def problem(world: World, chosen: Sequence[CredentialInfo]) -> tuple[str, str] |
 
 # -- the step ----------------------------------------------------------------------------------
 
+def platform_namespace_problem(world: World, target: rotation.Target) -> tuple[str, str] | None:
+    """A platform target (MasterKey, ApiSigningKeys, WebhookCertificates) named by a policy
+    outside Tenantry's own namespace: refused, naming where it may be."""
+    if world.namespace == world.operator_namespace:
+        return None
+    return TARGET_NOT_ALLOWED, (
+        f"spec.targets names {target.value}: platform-wide targets may be rotated only by a "
+        f"RotationPolicy in Tenantry's namespace {world.operator_namespace}, not in "
+        f"{world.namespace}; keep only Credentials here")
+
+
+def schedule_or_older_policy_problem(world: World, target: rotation.Target,
+                                     what: str) -> tuple[str, str] | None:
+    """A platform target's schedule that does not parse, or an older policy (by creation time,
+    then name) rotating the same `target` (`what` names it in the message): the older wins."""
+    if world.spec.schedule is not None and (why := schedule.problem(world.spec.schedule)):
+        return INVALID_SCHEDULE, why
+    for other in sorted(world.others, key=lambda o: (o.created, o.name)):
+        if (other.created, other.name) < (world.created, world.name) \
+                and target.value in other.targets:
+            return CONFLICT, (
+                f"RotationPolicy {world.namespace}/{other.name} (older) already rotates "
+                f"{what}: two policies may not rotate the same target; delete one of them")
+    return None
+
+
 def _usage(chosen: Sequence[CredentialInfo]) -> dict[str, int]:
     return dict(sorted(Counter(c.key_version or "none" for c in chosen).items()))
 

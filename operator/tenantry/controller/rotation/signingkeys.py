@@ -120,23 +120,15 @@ def problem(world: SigningWorld) -> tuple[str, str] | None:
     base = world.base
     others = sorted(t.value for t in base.spec.targets
                     if t is not rotation.Target.API_SIGNING_KEYS)
-    if base.namespace != base.operator_namespace:
-        return plan.TARGET_NOT_ALLOWED, (
-            f"spec.targets names ApiSigningKeys: platform-wide targets may be rotated only by a "
-            f"RotationPolicy in Tenantry's namespace {base.operator_namespace}, not in "
-            f"{base.namespace}; keep only Credentials here")
+    if outside := plan.platform_namespace_problem(base, rotation.Target.API_SIGNING_KEYS):
+        return outside
     if others:
         return TARGETS_OVERLAP, (
             f"spec.targets names {', '.join(others)} next to ApiSigningKeys: the API's signing "
             "keys rotate in a policy of their own; list ApiSigningKeys alone")
-    if base.spec.schedule is not None and (why := schedule.problem(base.spec.schedule)):
-        return plan.INVALID_SCHEDULE, why
-    for other in sorted(base.others, key=lambda o: (o.created, o.name)):
-        if (other.created, other.name) < (base.created, base.name) \
-                and rotation.Target.API_SIGNING_KEYS.value in other.targets:
-            return plan.CONFLICT, (
-                f"RotationPolicy {base.namespace}/{other.name} (older) already rotates the API "
-                "signing keys: two policies may not rotate the same target; delete one of them")
+    if trouble := plan.schedule_or_older_policy_problem(
+            base, rotation.Target.API_SIGNING_KEYS, "the API signing keys"):
+        return trouble
     if world.secret is None:
         return SECRET_UNAVAILABLE, (
             f"the API's signing keyring facts cannot be read, so no key can be added, promoted "

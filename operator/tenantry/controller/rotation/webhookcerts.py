@@ -144,25 +144,16 @@ def request_id(rotation_id: str, now: datetime.datetime, attempt: int = 1) -> st
 def problem(world: plan.World, tls: WebhookTls | None,
             tls_problem: str) -> tuple[str, str] | None:
     """(reason, message) of what keeps a WebhookCertificates policy from rotating, or None."""
-    if world.namespace != world.operator_namespace:
-        return plan.TARGET_NOT_ALLOWED, (
-            f"spec.targets names {TARGET.value}: platform-wide targets may be rotated only by a "
-            f"RotationPolicy in Tenantry's namespace {world.operator_namespace}, not in "
-            f"{world.namespace}; keep only Credentials here")
+    if outside := plan.platform_namespace_problem(world, TARGET):
+        return outside
     others = sorted(t.value for t in world.spec.targets if t is not TARGET)
     if others:
         return OWN_POLICY_NEEDED, (
             f"spec.targets names {', '.join(others)} next to {TARGET.value}: rotate the "
             f"webhook's certificates in a policy of their own (spec.targets: [{TARGET.value}])")
-    if world.spec.schedule is not None and (why := schedule.problem(world.spec.schedule)):
-        return plan.INVALID_SCHEDULE, why
-    for other in sorted(world.others, key=lambda o: (o.created, o.name)):
-        if (other.created, other.name) < (world.created, world.name) \
-                and TARGET.value in other.targets:
-            return plan.CONFLICT, (
-                f"RotationPolicy {world.namespace}/{other.name} (older) already rotates the "
-                "webhook's certificates: two policies may not rotate the same target; delete "
-                "one of them")
+    if trouble := plan.schedule_or_older_policy_problem(world, TARGET,
+                                                        "the webhook's certificates"):
+        return trouble
     if tls is None:
         return WEBHOOK_ROTATION_UNAVAILABLE, (
             f"the webhook's certificates cannot be read, so no rotation can be asked for or "
