@@ -485,10 +485,11 @@ def test_the_operator_may_write_the_request_keys_and_no_one_else_the_facts(
                                   "must be a request id"),
         "rotate-ca not true": ({"data": {certs.ROTATE_CA_KEY: "yes"}}, 'may only be "true"'),
     }
-    # A write of a fact key breaks both policies, and the apiserver reports whichever it
-    # evaluated first: either refusal is the right one there.
+    # A write of a fact key (binaryData is one: the facts policy guards every key but the two
+    # requests) breaks both policies, and the apiserver reports whichever it evaluated first:
+    # either refusal is the right one there.
     writes_a_fact = {"the served mark", "a serving certificate", "a CA", "removing a fact",
-                     "another key"}
+                     "another key", "binaryData"}
     for case, (patch, message) in operator_refusals.items():
         with pytest.raises(client.ApiException) as denied:
             as_operator.patch_namespaced_config_map(certs.ROTATION_CONFIGMAP, NAMESPACE, patch)
