@@ -18,8 +18,8 @@ everyone else's load, the CPU a tenant costs much less), and the load average be
 With --json the figures go to standard output as one JSON object (the table to standard error):
 {"observe", "baseline": {"tenants_per_s", "objects_per_s", "apiserver_cpu_ms_per_tenant"},
  "operator": {"tenants_per_s", "ready_p50_s", "ready_p99_s", "creates_s",
- "operator_cpu_ms_per_tenant", "apiserver_cpu_ms_per_tenant"}, "ratio",
- "load_average": [before, after]}.
+ "operator_cpu_ms_per_tenant", "apiserver_cpu_ms_per_tenant",
+ "requests_per_tenant": {"VERB resource": n}}, "ratio", "load_average": [before, after]}.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ from typing import Any, cast
 
 from kubernetes import client, watch
 
-from apiserver_cost import cpu_seconds  # bench/: the script's directory is on sys.path
+import apiserver_cost  # bench/: the script's directory is on sys.path
+from apiserver_cost import cpu_seconds
 from tenantry import kube
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import desired, rbac
@@ -184,9 +185,13 @@ def main() -> None:
         state = Path(tempfile.mkdtemp())
         operator = start_operator(plane.admin_kubeconfig, state, prepare_ledger(postgres, state))
         try:
+            admin = kube.api_client(plane.admin_kubeconfig)
+            requests_before = apiserver_cost.snapshot(admin)
             cpu_start, op_cpu_start = cpu_seconds(apiserver), cpu_seconds(operator.pid)
             op_seconds, latencies, create_seconds = operator_run(
                 plane.admin_kubeconfig, args.tenants, args.observe)
+            requests_after = apiserver_cost.snapshot(admin)
+            admin.close()
             op_apiserver_cpu = cpu_seconds(apiserver) - cpu_start
             op_cpu = cpu_seconds(operator.pid) - op_cpu_start
         finally:
@@ -207,6 +212,9 @@ def main() -> None:
     print(f"CPU per tenant        : apiserver {base_apiserver_cpu * per_tenant_ms:.0f} ms "
           f"(baseline), {op_apiserver_cpu * per_tenant_ms:.0f} ms (operator run); "
           f"operator {op_cpu * per_tenant_ms:.0f} ms", file=out)
+    print("apiserver requests per tenant in the operator run (the bench's creates and Ready "
+          "polls included):\n  " + apiserver_cost.describe(
+              requests_before, requests_after, args.tenants).replace("\n", "\n  "), file=out)
     print(f"load average (1 min)  : {load_before:.1f} before, {load_after:.1f} after", file=out)
     if args.json:
         json.dump({"tenants": args.tenants, "children_per_tenant": objects // args.tenants,
@@ -218,7 +226,9 @@ def main() -> None:
                    "operator": {"tenants_per_s": op_rate, "ready_p50_s": p50,
                                 "ready_p99_s": p99, "creates_s": create_seconds,
                                 "operator_cpu_ms_per_tenant": op_cpu * per_tenant_ms,
-                                "apiserver_cpu_ms_per_tenant": op_apiserver_cpu * per_tenant_ms},
+                                "apiserver_cpu_ms_per_tenant": op_apiserver_cpu * per_tenant_ms,
+                                "requests_per_tenant": apiserver_cost.as_json(
+                                    requests_before, requests_after, args.tenants)},
                    "ratio": op_rate / base_rate,
                    "load_average": [load_before, load_after]}, sys.stdout, indent=2)
         print()
