@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from kubernetes import client
 
-from tests.conftest import OperatorProcess, UserApi
+from tenantry import kube
+from tenantry.controller import protection
+from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.tenant import reconcile
+from tenantry.devcluster.cluster import LocalControlPlane
+from tests.conftest import OPERATOR_GROUPS, OPERATOR_USER, OperatorProcess, UserApi
 from tests.e2e.conftest import TenantFactory, owner
 from tests.helpers import GROUP, VERSION, conditions_of, eventually, forbidden, unique
 
@@ -205,6 +212,48 @@ def test_an_owner_cannot_narrow_the_default_deny_even_posing_as_the_operator(
         "tenantry-default-deny", name))
     live = networking.read_namespaced_network_policy("tenantry-default-deny", name)
     assert live.spec.pod_selector.match_labels is None
+
+
+def test_the_operators_protection_probe_tells_an_enforced_policy_from_a_missing_one(
+        admin_api: client.ApiClient, tenants: TenantFactory, as_user: UserApi,
+        control_plane: LocalControlPlane) -> None:
+    """The apiserver enforces a ValidatingAdmissionPolicy a moment after it is created, so the
+    operator grants no access before its dry-run probe is refused by the protection policy.
+    Here the probe runs as the operator, against the real apiserver: refused while the policy
+    is bound; stored (a dry run: nothing is) once the binding is gone, which a fresh gate
+    reports as a reason to withhold access; refused again once the binding is back."""
+    name = unique("probe")
+    tenants(name, [name], [owner(f"{name}-alice")])
+    core = client.CoreV1Api(as_user(OPERATOR_USER, OPERATOR_GROUPS))
+    with pytest.raises(client.ApiException) as refused:
+        core.create_namespaced_limit_range(name, protection.probe_object(name), dry_run="All")
+    assert protection.refused_by_policy(refused.value.status, refused.value.body), (
+        refused.value.body)
+    with pytest.raises(client.ApiException) as missing:  # a dry run: nothing was stored
+        core.read_namespaced_limit_range(protection.PROBE_NAME, name)
+    assert missing.value.status == 404
+
+    operator_kubeconfig = control_plane.kubeconfig_for(OPERATOR_USER, OPERATOR_GROUPS)
+
+    async def gate_says() -> str | None:
+        api = await KubeApi.from_kubeconfig(str(operator_kubeconfig))
+        try:
+            return await reconcile.ProtectionGate().problem(api, name)
+        finally:
+            await api.close()
+
+    assert asyncio.run(gate_says()) is None
+    admission = client.AdmissionregistrationV1Api(admin_api)
+    admission.delete_validating_admission_policy_binding(protection.POLICY_NAME)
+    try:
+        problem = eventually(lambda: asyncio.run(gate_says()), timeout=30,
+                             what="the apiserver to stop enforcing the unbound policy")
+        # Stored (not refused for another reason): the gate's own words for "not enforced".
+        assert "takes a moment to load" in problem and protection.POLICY_NAME in problem
+    finally:
+        kube.apply(admin_api, protection.protection_policy([OPERATOR_USER]))
+    eventually(lambda: asyncio.run(gate_says()) is None, timeout=30,
+               what="the re-bound policy to be enforced again")
 
 
 def test_namespace_conflicts_are_reported_never_taken(admin_api: client.ApiClient,

@@ -207,12 +207,15 @@ class KubeApi:
             object_path(obj), "PATCH", query=query, body=obj,
             content_type="application/apply-patch+yaml"))
 
-    async def create(self, obj: dict[str, Any], *,
-                     field_manager: str | None = None) -> dict[str, Any]:
-        """POST: create-if-absent (409 AlreadyExists otherwise), which makes it a claim."""
+    async def create(self, obj: dict[str, Any], *, field_manager: str | None = None,
+                     dry_run: bool = False) -> dict[str, Any]:
+        """POST: create-if-absent (409 AlreadyExists otherwise), which makes it a claim.
+        `dry_run`: admission judges it, nothing is stored."""
         kind = kind_of(obj["apiVersion"], obj["kind"])
         path = kind.collection(obj.get("metadata", {}).get("namespace"))
-        query = [("fieldManager", field_manager)] if field_manager else None
+        query = [("fieldManager", field_manager)] if field_manager else []
+        if dry_run:
+            query.append(("dryRun", "All"))
         return cast(dict[str, Any], await self._call(path, "POST", query=query, body=obj))
 
     async def whoami(self) -> str:

@@ -14,6 +14,13 @@ down), refuses in tenant namespaces:
 Exempt: the operator's own identity (learned at start-up), the control plane's controllers (the
 namespace controller and garbage collector must delete children), and system:masters (break
 glass). Everyone else, tenant owners included, is refused with a message saying why.
+
+A policy the apiserver has just been given is enforced a moment later, once it has loaded and
+compiled it. Until then nothing would stop a tenant member from binding everyone or deleting a
+fence, so the operator grants no access before it has seen the policy refuse something: a
+dry-run create of a LimitRange named `PROBE_NAME` in a tenant namespace (a kind the operator may
+write in any namespace from the start), the one write of the operator's that the exemption does
+not cover (`probe_object`, `refused_by_policy`).
 """
 
 from __future__ import annotations
@@ -42,6 +49,30 @@ EVERYONE_USERS = ("system:anonymous",)
 # Controllers of the control plane act on tenant namespaces too (namespace deletion, GC).
 CONTROL_PLANE_USERS = ("system:kube-controller-manager",)
 CONTROL_PLANE_USER_PREFIX = "system:serviceaccount:kube-system:"
+
+
+# The operator's probe: its name is reserved, so the policy refuses it once it is enforced.
+PROBE_NAME = "tenantry-protection-probe"
+
+
+def probe_object(namespace: str) -> dict[str, Any]:
+    """What the operator dry-run creates to learn whether the policy is enforced yet (valid,
+    so that the apiserver's own validation lets it through to admission)."""
+    return {"apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": PROBE_NAME, "namespace": namespace},
+            "spec": {"limits": [{"type": "Container", "max": {"cpu": "1"}}]}}
+
+
+def refused_by_policy(status: int, message: str) -> bool:
+    """Whether an API refusal came from this policy (the apiserver names it in the message)."""
+    return status in (403, 422) and f"ValidatingAdmissionPolicy '{POLICY_NAME}'" in message
+
+
+def _probe() -> str:
+    # Only a dry run (nothing is stored either way) of a CREATE, where `object` is set.
+    return ("request.dryRun == true && request.operation == 'CREATE' && "
+            "request.resource.resource == 'limitranges' && "
+            f"object.metadata.name == '{PROBE_NAME}'")
 
 
 def _cel_list(values: Sequence[str]) -> str:
@@ -79,9 +110,10 @@ def protection_policy(exempt_users: Sequence[str]) -> list[dict[str, Any]]:
             "matchConditions": [{
                 "name": "not-exempt",
                 "expression": (
+                    f"({_probe()}) || ("
                     f"!(request.userInfo.username in {_cel_list(exempt)}) && "
                     f"!request.userInfo.username.startsWith('{CONTROL_PLANE_USER_PREFIX}') && "
-                    "!('system:masters' in request.userInfo.groups)"
+                    "!('system:masters' in request.userInfo.groups))"
                 ),
             }],
             "validations": [

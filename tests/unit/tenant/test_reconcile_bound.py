@@ -84,7 +84,8 @@ async def test_a_mass_rollout_runs_a_bounded_number_of_tenants_at_once_first_com
 
     outcomes = await asyncio.gather(*(
         reconcile.reconcile(cast(KubeApi, api), name, f"uid-{name}", _spec(name),
-                            first_time=True)
+                            first_time=True,
+                            protection_gate=reconcile.ProtectionGate(enforced=True))
         for name in names))
 
     assert api.most == reconcile.MAX_CONCURRENT_RECONCILES

@@ -14,13 +14,15 @@ import asyncio
 import copy
 from typing import Any, cast
 
-from tenantry.controller import kubeapi
+from tenantry.controller import kubeapi, protection
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import children, desired, meta, reconcile
 from tenantry.controller.tenant.children import Children
 from tenantry.model.tenant import TenantSpec
 
 TENANT, UID = "acme", "uid-acme"
+# The protection policy already enforced, as it is after the operator's first minute.
+ENFORCED = reconcile.ProtectionGate(enforced=True)
 
 
 class RecordingApi:
@@ -114,7 +116,7 @@ def _spec() -> TenantSpec:
 async def test_a_first_pass_creates_then_fences_then_lets_people_in() -> None:
     api = RecordingApi()
     outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
-                                        first_time=True)
+                                        first_time=True, protection_gate=ENFORCED)
     assert not outcome.failures
     wanted = desired.desired_objects(TENANT, UID, _spec())
     namespaces = [meta.ref(o) for o in wanted if o["kind"] == "Namespace"]
@@ -142,12 +144,13 @@ async def test_a_resync_sends_no_apply_that_would_change_nothing_and_lists_nothi
     wanted = desired.desired_objects(TENANT, UID, _spec())
     seen = cast(Children, SeenAsApplied(wanted))
     await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True,
-                              children=seen)
+                              children=seen, protection_gate=ENFORCED)
     # The first pass created the namespaces (not applied): a pass applies them once.
-    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen)
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen,
+                              protection_gate=ENFORCED)
     api.log.clear()
     outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
-                                        children=seen, resync=True)
+                                        children=seen, resync=True, protection_gate=ENFORCED)
     assert not outcome.failures and outcome.unchanged == len(wanted)
     assert api.sent("apply") == [] and api.sent("create") == []
     # The namespaces are read to decide on them; only the tenant's own policies are listed.
@@ -166,13 +169,87 @@ async def test_a_resync_applies_over_what_someone_else_changed_and_a_spec_change
     seen = cast(Children, SeenAsApplied(wanted, changed_by={
         quota: "kubectl-edit", policy: kubeapi.FIELD_MANAGER}))
     await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True,
-                              children=seen)
-    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen)
+                              children=seen, protection_gate=ENFORCED)
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen,
+                              protection_gate=ENFORCED)
     api.log.clear()
     await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen,
-                              resync=True)
+                              resync=True, protection_gate=ENFORCED)
     assert sorted(api.sent("apply")) == sorted([quota, policy])
     # Not a resync (a spec change, a drift correction): everything is applied.
     api.log.clear()
-    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen)
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), children=seen,
+                              protection_gate=ENFORCED)
     assert sorted(api.sent("apply")) == sorted(meta.ref(o) for o in wanted)
+
+
+class PolicyApi(RecordingApi):
+    """The apiserver's answer to the operator's dry-run probe: stored ("not enforced"), refused
+    by the protection policy ("enforced"), or refused for another reason ("rbac")."""
+
+    def __init__(self, answer: str) -> None:
+        super().__init__()
+        self.answer = answer
+        self.probes: list[tuple[meta.ObjectRef, bool]] = []
+
+    async def create(self, obj: dict[str, Any], **options: Any) -> dict[str, Any]:
+        if obj["kind"] != "LimitRange":
+            return await super().create(obj, **options)
+        self.probes.append((meta.ref(obj), bool(options.get("dry_run"))))
+        await self._call("create", meta.ref(obj))
+        if self.answer == "enforced":
+            raise kubeapi.ApiError(422, "Invalid", (
+                f'secrets "{protection.PROBE_NAME}" is forbidden: ValidatingAdmissionPolicy '
+                f"'{protection.POLICY_NAME}' with binding '{protection.POLICY_NAME}' denied "
+                "request: names starting with 'tenantry-' are reserved"))
+        if self.answer == "rbac":
+            raise kubeapi.ApiError(403, "Forbidden", 'secrets is forbidden: User "x" cannot')
+        return obj
+
+
+async def test_no_one_is_let_in_before_the_protection_policy_is_seen_enforced() -> None:
+    api = PolicyApi("not enforced")
+    gate = reconcile.ProtectionGate()
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        first_time=True, protection_gate=gate)
+    wanted = desired.desired_objects(TENANT, UID, _spec())
+    access = {meta.ref(o) for o in wanted if desired.is_access(o)}
+    fences = {meta.ref(o) for o in wanted if desired.fenced_namespace(meta.ref(o))
+              and o["kind"] != "Namespace"}
+    # The probe is a dry run in one of the tenant's namespaces, after they exist.
+    [(probe, dry_run)] = api.probes
+    assert dry_run and probe.name == protection.PROBE_NAME and probe.namespace in (
+        "acme-prod", "acme-dev")
+    assert api.index("start", "create", probe) > max(
+        api.index("end", "create", ref) for ref in api.sent("create") if ref != probe)
+    # Fences are applied, nobody's RoleBinding is; the Tenant is not Ready and is retried.
+    applied = set(api.sent("apply"))
+    assert fences <= applied and not access & applied
+    assert not gate.enforced
+    assert sorted(outcome.withheld) == ["acme-dev", "acme-prod"]
+    assert any(protection.POLICY_NAME in message for message in outcome.withheld.values())
+    assert list(outcome.failures) == ["RBAC"]
+    status = reconcile.status_of(outcome, _spec(), 1, {})
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "False"
+
+    # Seen enforced: access is granted, and the gate does not ask again.
+    api.answer = "enforced"
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        protection_gate=gate)
+    assert gate.enforced and not outcome.failures and not outcome.withheld
+    assert access <= set(api.sent("apply"))
+    await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), protection_gate=gate)
+    assert len(api.probes) == 2
+
+
+async def test_a_probe_refused_for_another_reason_is_not_taken_for_enforcement() -> None:
+    api = PolicyApi("rbac")
+    gate = reconcile.ProtectionGate()
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        first_time=True, protection_gate=gate)
+    assert not gate.enforced
+    assert not {meta.ref(o) for o in desired.desired_objects(TENANT, UID, _spec())
+                if desired.is_access(o)} & set(api.sent("apply"))
+    [message] = outcome.failures["RBAC"]
+    assert "403 Forbidden" in message and protection.POLICY_NAME in message

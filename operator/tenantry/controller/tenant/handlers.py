@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 TENANTS = (common.GROUP, common.VERSION, tenant_model.PLURAL)
 RETRY_DELAY = 10.0
+# Waiting for the apiserver to enforce the protection policy takes about a second, once.
+PROTECTION_RETRY_DELAY = 1.0
 # Re-applies everything now and then, whatever the watches saw (missed events, a lost watch).
 RESYNC_INTERVAL = 300.0
 # Child events within this window cause one reconciliation, not one each.
@@ -61,16 +63,26 @@ async def _post_events(api: KubeApi, body: kopf.Body, outcome: reconcile.Outcome
     await events.post(api, body, posted)
 
 
+def _protection_gate(memo: kopf.Memo) -> reconcile.ProtectionGate:
+    """The operator's one gate (not enforced until its probe says so)."""
+    gate: reconcile.ProtectionGate | None = memo.get("protection_gate")
+    if gate is None:
+        gate = memo.protection_gate = reconcile.ProtectionGate()
+    return gate
+
+
 async def _reconcile_and_report(api: KubeApi, name: str, uid: str, raw_spec: Mapping[str, Any],
                                 generation: int | None, previous_status: Mapping[str, Any],
-                                body: kopf.Body, watched: children.Children | None, *,
+                                body: kopf.Body, watched: children.Children | None,
+                                protection_gate: reconcile.ProtectionGate, *,
                                 resync: bool = False
                                 ) -> tuple[dict[str, Any], reconcile.Outcome]:
     logs.bind_reconcile(tenant_model.KIND, name, tenant=name)
     spec = tenant_model.TenantSpec.model_validate(dict(raw_spec))
     first_time = previous_status.get("observedGeneration") is None
     outcome = await reconcile.reconcile(api, name, uid, spec, first_time=first_time,
-                                        children=watched, resync=resync)
+                                        children=watched, resync=resync,
+                                        protection_gate=protection_gate)
     status = reconcile.status_of(outcome, spec, generation, dict(previous_status))
     await _post_events(api, body, outcome)
     wider = reconcile.newly_wider(previous_status, status)
@@ -93,7 +105,8 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
                            status: kopf.Status, body: kopf.Body, memo: kopf.Memo, reason: str,
                            **_: Any) -> None:
     new_status, outcome = await _reconcile_and_report(
-        memo.api, name, uid, spec, meta.get("generation"), status, body, _children(memo))
+        memo.api, name, uid, spec, meta.get("generation"), status, body, _children(memo),
+        _protection_gate(memo))
     # A resume that found everything in place changed nothing worth a ledger entry.
     if reason != "resume" or reconcile.changed_anything(outcome):
         await _record(memo, name, "tenant.reconcile", outcome, trigger=reason,
@@ -102,7 +115,8 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
     # first and the status after, so Ready would wait for a round trip that decides nothing.
     await _write_status(memo.api, name, new_status)
     if outcome.failures:
-        raise kopf.TemporaryError(_failure_summary(outcome), delay=RETRY_DELAY)
+        raise kopf.TemporaryError(_failure_summary(outcome), delay=(
+            RETRY_DELAY if _protection_gate(memo).enforced else PROTECTION_RETRY_DELAY))
 
 
 @kopf.timer(*TENANTS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=60)
@@ -113,7 +127,7 @@ async def resync_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                         memo: kopf.Memo, **_: Any) -> None:
     new_status, outcome = await _reconcile_and_report(
         memo.api, name, uid, spec, meta.get("generation"), status, body, _children(memo),
-        resync=True)
+        _protection_gate(memo), resync=True)
     if reconcile.changed_anything(outcome):
         await _record(memo, name, "tenant.reconcile", outcome, trigger="resync",
                       generation=meta.get("generation"))
@@ -198,7 +212,7 @@ async def _restore(memo: kopf.Memo, tenant_name: str, what: str,
     new_status, outcome = await _reconcile_and_report(
         memo.api, tenant_name, uid, tenant.get("spec") or {},
         tenant["metadata"].get("generation"), tenant.get("status") or {}, body,
-        _children(memo))
+        _children(memo), _protection_gate(memo))
     await _record(memo, tenant_name, "tenant.drift-corrected", outcome, drift=what)
     await _write_status(memo.api, tenant_name, new_status)
     # Like kopf's retry of the main handler: a refused part (a fence that cannot come back,

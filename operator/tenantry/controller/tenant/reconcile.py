@@ -13,6 +13,8 @@ And access follows isolation per namespace: RoleBindings are applied in a namesp
 all of its fences (the Namespace, NetworkPolicies, ResourceQuota, LimitRange) applied in the
 same pass (`_withhold_access`). The operator's own Secret binding in each namespace is applied
 with the fences and is not access: it is never withheld or revoked with the members' bindings.
+Nor is access granted anywhere before the apiserver enforces the policy that keeps tenants' hands
+off those fences (`ProtectionGate`): it does so a moment after the operator first installs it.
 
 It also reports, without blocking anything, on the NetworkPolicies tenants wrote themselves:
 admission refuses a policy wider than the Tenant's allow-list when it is written, but narrowing
@@ -31,7 +33,7 @@ from typing import Any
 from tenantry import metrics
 from tenantry.admission import networkpolicy
 from tenantry.admission.violation import Violation
-from tenantry.controller import conditions, kubeapi
+from tenantry.controller import conditions, kubeapi, protection
 from tenantry.controller.credential import custody
 from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.controller.tenant import children as child_view
@@ -197,6 +199,37 @@ class Outcome:
         self.failures.setdefault(part, []).append(message)
 
 
+@dataclasses.dataclass
+class ProtectionGate:
+    """Whether the apiserver enforces the protection policy yet (`controller.protection`).
+
+    Learned once per operator process, from the policy refusing the operator's dry-run probe
+    in a tenant namespace; until then every Tenant's RoleBindings are withheld and the Tenant
+    is retried. Once seen enforced, it stays so: the operator only ever re-applies the policy.
+    """
+
+    enforced: bool = False
+
+    async def problem(self, api: KubeApi, namespace: str) -> str | None:
+        """None once the policy is enforced; otherwise why no access may be granted yet."""
+        if self.enforced:
+            return None
+        try:
+            await api.create(protection.probe_object(namespace), dry_run=True)
+        except ApiError as error:
+            if protection.refused_by_policy(error.status, error.message):
+                self.enforced = True
+                logger.info("the apiserver enforces ValidatingAdmissionPolicy %s: granting "
+                            "tenants access", protection.POLICY_NAME)
+                return None
+            return (f"no access granted until the apiserver is seen enforcing "
+                    f"ValidatingAdmissionPolicy {protection.POLICY_NAME}: its dry-run probe "
+                    f"in namespace {namespace} failed with {error.status} {error.reason}")
+        return (f"no access granted until the apiserver enforces ValidatingAdmissionPolicy "
+                f"{protection.POLICY_NAME} (a policy takes a moment to load after it is "
+                f"installed; if this persists, check that the policy and its binding exist)")
+
+
 def _selector(tenant_name: str, labels: Mapping[str, str] | None = None) -> str:
     """What the operator applied for this tenant: both of its labels, never the tenant label
     alone. A namespace (or object) an admin merely labelled for a tenant is never pruned, so
@@ -318,16 +351,17 @@ async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest], outcome: 
 
 async def _apply_all(api: KubeApi, tenant_name: str, objects: Sequence[meta.Manifest],
                      outcome: Outcome, children: Children | None = None, *,
-                     skip_unchanged: bool = False) -> None:
+                     skip_unchanged: bool = False, withhold: Collection[str] = ()) -> None:
     """Apply `objects` stage by stage; with `children` and `skip_unchanged`, leave out what
-    would not change."""
+    would not change; no access in the namespaces of `withhold`."""
     stages: dict[int, list[meta.Manifest]] = {}
     for obj in objects:
         stages.setdefault(_stage(obj), []).append(obj)
     failed: list[meta.ObjectRef] = []
     for stage in sorted(stages):
         # Fences come in earlier stages, so by the access stage every failed fence is known.
-        batch = desired.withhold_access(stages[stage], desired.unfenced(failed))
+        batch = desired.withhold_access(stages[stage],
+                                        {*desired.unfenced(failed), *withhold})
         if children is not None and skip_unchanged:
             changing = [obj for obj in batch if not child_view.unchanged(
                 children.get(meta.ref(obj)), obj, children.written(meta.ref(obj)))]
@@ -414,8 +448,9 @@ async def _prune(api: KubeApi, tenant_name: str, wanted: Sequence[meta.Manifest]
 
 
 async def reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
-                    spec: tenant.TenantSpec, *, first_time: bool = False,
-                    children: Children | None = None, resync: bool = False) -> Outcome:
+                    spec: tenant.TenantSpec, *, protection_gate: ProtectionGate,
+                    first_time: bool = False, children: Children | None = None,
+                    resync: bool = False) -> Outcome:
     """Make the cluster match `spec`; returns what happened (never raises for API refusals).
 
     `first_time` (no generation observed yet) skips pruning: nothing of an older spec can
@@ -426,23 +461,33 @@ async def reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
     periodic pass, not a spec change or a drift) with `children` sends no apply whose child
     the operator wrote last with the same stamp (`meta.stamped`): it would change nothing.
     Any other writer's change is drift, applied over; a spec change or a drift correction
-    applies everything. At most `MAX_CONCURRENT_RECONCILES` run at once; the others wait.
+    applies everything. No access is granted while `protection_gate` has not seen the
+    protection policy enforced. At most `MAX_CONCURRENT_RECONCILES` run at once; the others
+    wait.
     """
     async with reconcile_slots():
         return await _reconcile(api, tenant_name, tenant_uid, spec, first_time=first_time,
-                                children=children, resync=resync)
+                                children=children, resync=resync,
+                                protection_gate=protection_gate)
 
 
 async def _reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
                      spec: tenant.TenantSpec, *, first_time: bool,
-                     children: Children | None, resync: bool) -> Outcome:
+                     children: Children | None, resync: bool,
+                     protection_gate: ProtectionGate) -> Outcome:
     outcome = await claim_namespaces(api, tenant_name, spec, assume_absent=first_time)
     granted = {name for name, decision in outcome.decisions.items() if decision.may_apply}
     wanted = [meta.stamped(obj) for obj in desired.desired_objects(
         tenant_name, tenant_uid, spec, granted=granted,
         operator_namespace=custody.operator_namespace())]
+    unprotected = await protection_gate.problem(api, min(granted)) if granted else None
     await _apply_all(api, tenant_name, _not_just_created(wanted, outcome), outcome,
-                     children, skip_unchanged=resync)
+                     children, skip_unchanged=resync,
+                     withhold=granted if unprotected else ())
+    if unprotected:
+        outcome.fail("RBAC", unprotected)
+        for name in granted:
+            outcome.withheld.setdefault(name, unprotected)
     if not first_time:
         previous = children.applied(tenant_name) if children is not None else None
         await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome, previous)
