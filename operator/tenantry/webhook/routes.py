@@ -104,6 +104,8 @@ WORKLOAD_RULES = (
     Rule(("batch",), ("v1",), ("jobs", "cronjobs")),
 )
 CREDENTIAL_RULES = (Rule(("tenantry.dev",), ("v1alpha1",), ("credentials",)),)
+SPEC_PRESERVING_UPDATE = ("request.operation == 'UPDATE' && has(object.spec) && "
+                          "has(oldObject.spec) && object.spec == oldObject.spec")
 ISOLATION = "isolation.admission.tenantry.dev"
 # Tenant NetworkPolicies, and Secrets of the legacy ServiceAccount token type only (the
 # matchCondition spares every other Secret write the round trip).
@@ -125,6 +127,25 @@ AUDIT_RULES = (
     Rule(("tenantry.dev",), ("*",), ("credentials", "rotationpolicies"),
          operations=("CREATE", "UPDATE", "DELETE")),
 )
+
+
+def credential_conditions(operator_user: str) -> tuple[Mapping[str, str], ...]:
+    """The credentials route's matchConditions: everything but the operator's own updates that
+    leave the spec as it is (kopf's bookkeeping annotations on every Credential it handles).
+
+    What the route judges is the spec (allowedServiceAccounts) and the Credential's namespace,
+    which an update cannot change; an update that keeps the spec keeps the verdict the route gave
+    when that spec was admitted. The only difference a review would make is refusing the operator
+    its own bookkeeping on a Credential whose namespace its tenant has since given up, where the
+    operator must still be able to report the problem. Anybody else's update, and every write of
+    the operator that changes the spec or creates a Credential, is still reviewed; the audit
+    route (which records the operator's writes through the operator itself) is unaffected.
+    """
+    if not operator_user:
+        return ()
+    return ({"name": "not-the-operators-own-bookkeeping",
+             "expression": f"!(request.userInfo.username == '{operator_user}' && "
+                           f"{SPEC_PRESERVING_UPDATE})"},)
 
 
 def _audit_route(context: HandlerContext) -> WebhookRoute:
@@ -156,6 +177,7 @@ def build_routes(context: HandlerContext) -> list[WebhookRoute]:
         WebhookRoute(CREDENTIALS, "/validate/credentials",
                      credentials.handler(CREDENTIALS, context.tenants, context.recorder),
                      rules=CREDENTIAL_RULES,
+                     match_conditions=credential_conditions(context.operator_user),
                      namespace_selector=configuration.all_but(excluded)),
         # Tenant namespaces only: NetworkPolicies that would widen the tenant's isolation, and
         # never-expiring ServiceAccount token Secrets. Refused in every podSecurity mode.

@@ -6,6 +6,7 @@ other request (it declares sideEffects: None).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from typing import Any
@@ -15,9 +16,20 @@ from kubernetes import client
 
 from tenantry.admission import rules
 from tenantry.model import common
-from tests.conftest import Ledger, UserApi, api_message
+from tests.conftest import (
+    OPERATOR_GROUPS,
+    OPERATOR_USER,
+    Ledger,
+    OperatorProcess,
+    UserApi,
+    api_message,
+)
 from tests.e2e.conftest import TenantFactory, owner
-from tests.e2e.webhook.conftest import wait_default_service_account, wait_for_log
+from tests.e2e.webhook.conftest import (
+    session_tenant,
+    wait_default_service_account,
+    wait_for_log,
+)
 from tests.e2e.webhook.webhook_helpers import (
     DENIED_BY_CREDENTIALS,
     DENIED_BY_WORKLOADS,
@@ -27,7 +39,7 @@ from tests.e2e.webhook.webhook_helpers import (
     deployment,
     in_namespace,
 )
-from tests.helpers import eventually, unique
+from tests.helpers import GROUP, VERSION, eventually, unique
 from tests.unit.admission.admission_helpers import hardened_container, hardened_pod
 
 ROOT_FS = "readOnlyRootFilesystem"
@@ -278,6 +290,60 @@ def test_credentials_must_live_in_their_tenants_namespaces(raw_api: RawApi, acme
     unlisted = raw_api.create(credential(acme_psa_off))
     assert unlisted.status == 403, unlisted
     assert "does not list it in spec.namespaces" in unlisted.message
+
+
+
+def test_only_the_operators_updates_that_keep_the_spec_skip_the_credentials_review(
+        admin_api: client.ApiClient, as_user: UserApi, raw_api: RawApi,
+        operator: OperatorProcess, webhook: WebhookProcess) -> None:
+    """The route's matchCondition spares the operator's own bookkeeping (kopf's annotations) the
+    round trip, and nothing else: the same write by anybody else, and a spec change by the
+    operator's identity, are still judged. Made visible on a Credential the webhook would now
+    refuse (its namespace given up by its tenant): only the exempt write gets through."""
+    tenant, kept, released = unique("wh-credmc"), unique("wh-credmc-a"), unique("wh-credmc-b")
+    custom = client.CustomObjectsApi(admin_api)
+    as_operator = client.CustomObjectsApi(as_user(OPERATOR_USER, OPERATOR_GROUPS))
+    core = client.CoreV1Api(admin_api)
+    try:
+        with session_tenant(admin_api, tenant, [kept, released], deletionPolicy="Retain"):
+            custom.create_namespaced_custom_object(GROUP, VERSION, released, "credentials",
+                                                   credential(released, "moved"))
+            custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", tenant, {
+                "spec": {"namespaces": [{"name": kept}]}})
+            eventually(lambda: DENIED_BY_CREDENTIALS in raw_api.create(
+                credential(released, "probe")).message, timeout=30,
+                what=f"the webhook to refuse Credentials in {released}")
+
+            def patch(api: client.CustomObjectsApi, body: dict[str, Any]) -> str:
+                try:
+                    api.patch_namespaced_custom_object(GROUP, VERSION, released, "credentials",
+                                                       "moved", body)
+                except client.ApiException as error:
+                    return f"{error.status} {api_message(error)}"
+                return "admitted"
+
+            bookkeeping = {"metadata": {"annotations": {
+                f"{GROUP}/last-handled-configuration": unique("x")}}}
+            # The operator's own metadata-only write: not sent to the webhook, so admitted.
+            assert patch(as_operator, bookkeeping) == "admitted"
+            # The very same write by somebody else (a cluster admin): reviewed and refused.
+            imitated = patch(custom, bookkeeping)
+            assert imitated.startswith("403 ") and DENIED_BY_CREDENTIALS in imitated, imitated
+            assert "[credentialNamespace]" in imitated
+            # The operator's identity changing the spec: reviewed and refused.
+            respec = patch(as_operator, {"spec": {"fromSecret": {"name": "elsewhere"}}})
+            assert respec.startswith("403 ") and DENIED_BY_CREDENTIALS in respec, respec
+            assert "[credentialNamespace]" in respec
+            # ... and so is a spec change that comes with bookkeeping in the same write.
+            both = patch(as_operator, {**bookkeeping, "spec": {"fromSecret": {"name": "other"}}})
+            assert both.startswith("403 ") and DENIED_BY_CREDENTIALS in both, both
+            assert custom.get_namespaced_custom_object(
+                GROUP, VERSION, released, "credentials", "moved")["spec"]["fromSecret"][
+                "name"] == "plain"
+    finally:
+        for namespace in (kept, released):
+            with contextlib.suppress(client.ApiException):
+                core.delete_namespace(namespace)
 
 
 # -- the wire ------------------------------------------------------------------------------------

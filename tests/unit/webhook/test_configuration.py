@@ -132,6 +132,25 @@ def test_credentials_webhook_sees_every_namespace_but_the_system() -> None:
     assert not matches(entry["namespaceSelector"], namespace_labels("kube-system"))
 
 
+
+def test_only_the_operators_spec_keeping_updates_skip_the_credentials_webhook() -> None:
+    """The exemption names the operator, UPDATE and an unchanged spec, all three (the apiserver
+    evaluates it; tests/e2e/webhook/test_webhook.py attacks it)."""
+    operator = "system:serviceaccount:tenantry-system:tenantry-operator"
+    context = routes.HandlerContext(tenants=_NoTenants(),  # type: ignore[arg-type]
+                                    recorder=Recorder(), operator_namespace=OPERATOR_NAMESPACE,
+                                    operator_user=operator)
+    config = configuration.webhook_configuration(
+        routes.build_routes(context), endpoint=configuration.UrlEndpoint("https://127.0.0.1:9443"),
+        ca_bundle=b"PEM")
+    [condition] = _entry(config, routes.CREDENTIALS)["matchConditions"]
+    assert condition["expression"] == (
+        f"!(request.userInfo.username == '{operator}' && request.operation == 'UPDATE' && "
+        "has(object.spec) && has(oldObject.spec) && object.spec == oldObject.spec)")
+    # No operator named: every write is reviewed.
+    assert "matchConditions" not in _entry(_build(), routes.CREDENTIALS)
+
+
 # -- endpoints and settings ----------------------------------------------------------------------
 
 def test_service_endpoint() -> None:
