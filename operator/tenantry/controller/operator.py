@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from tenantry import metrics
-from tenantry.controller import audit, events, protection
+from tenantry.controller import audit, diffbase, events, protection
 from tenantry.controller.credential import handlers as credential_handlers
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.rotation import handlers as rotation_handlers
@@ -36,8 +36,9 @@ KINDS = (tenant_handlers, credential_handlers, rotation_handlers)
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+    # In an annotation, but in the status a handler writes anyway for Credentials (one write
+    # less per handled change; see `diffbase`).
+    settings.persistence.diffbase_storage = diffbase.DiffBase()
     # kopf's own Events are off: `events.reported` posts handler failures where `kubectl
     # describe` finds them (kopf put a cluster-scoped Tenant's in namespace "default").
     settings.posting.enabled = False

@@ -137,6 +137,10 @@ class CredentialStatus(SpecModel):
         default_factory=list, max_length=32, description="Field names stored (never values).")]
     last_encrypted_time: Annotated[str | None, Field(json_schema_extra={"format": "date-time"})] \
         = None
+    handled_configuration: Annotated[str | None, Field(description=(
+        "The operator's bookkeeping: the spec, labels and annotations it last handled (JSON), "
+        "kept with the status it wrote for them rather than in an annotation of its own."))] \
+        = None
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
