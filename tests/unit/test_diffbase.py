@@ -86,3 +86,21 @@ def test_only_tenantry_credentials_are_kept_in_status() -> None:
     assert diffbase.in_status(kopf.Body(_credential()))  # type: ignore[arg-type]
     foreign = {**_credential(), "apiVersion": "example.com/v1"}
     assert not diffbase.in_status(kopf.Body(foreign))  # type: ignore[arg-type]
+
+
+def _progress(raw: dict[str, Any]) -> kopf.Patch:
+    storage = diffbase.Progress()
+    body = kopf.Body(raw)  # type: ignore[arg-type]
+    patch = kopf.Patch()
+    storage.store(key=kopf.HandlerId("reconcile_credential"), record={"started": "now"},
+                  body=body, patch=patch)
+    storage.purge(key=kopf.HandlerId("reconcile_credential"), body=body, patch=patch)
+    return patch
+
+
+def test_a_handler_done_at_once_leaves_no_write_on_a_credential() -> None:
+    assert dict(_progress(_credential())) == {}
+
+
+def test_other_kinds_are_still_branded_for_kopf() -> None:
+    assert _progress(_tenant())["metadata"]["annotations"] == {"tenantry.dev/kopf-managed": "yes"}

@@ -1,5 +1,6 @@
 """Where kopf keeps what it last handled of each object (its diff base): for Credentials, in the
-status it writes anyway; for every other kind, in an annotation as before.
+status it writes anyway; for every other kind, in an annotation as before. And kopf's progress
+records, which stay annotations, without their marker on Credentials.
 
 kopf compares each event's body with this diff base to tell a create or an update from a body
 it has already handled. Kept in an annotation, it costs one more write per handled change: the
@@ -10,6 +11,11 @@ creation and at each change, that was one of its five writes. Kept as
 
 It is also harder to forge there: the object's annotations are writable by anyone who may
 patch the Credential (a tenant's admins), its status only by the operator.
+
+kopf's progress storage also brands the object once with a `tenantry.dev/kopf-managed`
+annotation, a write of its own on a Credential that needs nothing else; `Progress` leaves it
+out on Credentials (their progress records are still annotations, written only when a handler
+is retried, and `DiffBase` ignores them by prefix instead of by that marker).
 
 Credentials handled by an earlier operator keep their annotation until it is no longer needed:
 `fetch` falls back to it, the next handled change writes the status field, and the annotation
@@ -70,3 +76,15 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
             super().store(body=body, patch=patch, essence=essence)
             return
         patch.status[STATUS_FIELD] = json.dumps(essence, separators=(",", ":"))
+
+
+class Progress(kopf.AnnotationsProgressStorage):
+    """kopf's progress records in annotations, without the `kopf-managed` marker on Credentials
+    (its only use, telling kopf's diff base to ignore the prefix, `DiffBase` does itself)."""
+
+    def __init__(self) -> None:
+        super().__init__(prefix=common.GROUP)
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        if not in_status(body):
+            super()._store_marker(prefix=prefix, patch=patch, body=body)

@@ -35,9 +35,9 @@ KINDS = (tenant_handlers, credential_handlers, rotation_handlers)
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    # In an annotation, but in the status a handler writes anyway for Credentials (one write
-    # less per handled change; see `diffbase`).
+    # Annotations, but for Credentials the diff base goes in the status a handler writes anyway
+    # and no marker is written: no write of kopf's own per handled change (see `diffbase`).
+    settings.persistence.progress_storage = diffbase.Progress()
     settings.persistence.diffbase_storage = diffbase.DiffBase()
     # kopf's own Events are off: `events.reported` posts handler failures where `kubectl
     # describe` finds them (kopf put a cluster-scoped Tenant's in namespace "default").
