@@ -213,6 +213,10 @@ def test_sealed_credential_is_stored_only_as_ciphertext_under_the_tenants_key(
             if m["manager"] == "kopf"] == [("kopf", "status")]
     assert json.loads(status["handledConfiguration"])["spec"]["sealed"] == manifest["spec"][
         "sealed"]
+    # ... which only the operator writes: the tenant's owner cannot forge it.
+    assert forbidden(lambda: client.CustomObjectsApi(alice).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "payments-api",
+        {"status": {"handledConfiguration": "{}"}}))
 
     secret = _ciphertext(admin_api, namespace, "payments-api")
     assert secret.type == ENCRYPTED
