@@ -6,9 +6,12 @@ every scenario twice in the same run — through `ledger.append_rows` (head lock
 SHA-256 of the entry's document in SQL, the head guard and NOTIFY triggers) and as plain INSERTs
 of the same events into an unchained table with the same columns, as the same application role —
 and prints the ratio, with the server's CPU per event on each side (from /proc: unlike the
-rates, not moved by other work on a shared machine). Two rows repeat the 16-chain scenarios
-with the NOTIFY trigger of ledger migration 3 disabled, to show what the live stream's
-notification costs. Then measures
+rates, not moved by other work on a shared machine). Since ledger migration 5 a head move
+notifies only chains somebody follows (`ledger.watch`), so the rows above send no NOTIFY; two
+rows repeat the 16-chain scenarios with every chain followed as the live stream follows it (a
+LISTEN, and on each notification the chain armed again and its new entries read: the
+followers' queries count in the chained side's server CPU), to show what following costs.
+Then measures
 verification: walking the chain from the database, and offline over a JSON-lines export, each
 against simply reading the same rows.
 
@@ -245,15 +248,39 @@ def server_cpu(data_directory: str) -> ServerCpu | None:
 
 
 @contextlib.asynccontextmanager
-async def notify_trigger_disabled(dsn_admin: str) -> AsyncIterator[None]:
-    """The ledger without its NOTIFY trigger for the block (enabled again afterwards)."""
-    admin = await asyncpg.connect(dsn_admin)
+async def followed(dsn_app: str, chains: list[str]) -> AsyncIterator[None]:
+    """Every chain in `chains` followed for the block as `api.routes.stream` follows one: one
+    LISTEN connection, and on each notification (and once at the start) the chain armed with
+    `ledger.watch` and its entries after the last one read, on a second connection."""
+    listen, read = await asyncpg.connect(dsn_app), await asyncpg.connect(dsn_app)
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    for chain in chains:
+        woken.put_nowait(chain)
+    last = dict.fromkeys(chains, 0)
+
+    async def follow() -> None:
+        while True:
+            chain = await woken.get()
+            await read.execute("SELECT ledger.watch($1)", chain)
+            rows = await read.fetch("SELECT * FROM ledger.audit_log WHERE chain = $1 AND seq > $2 "
+                                    "ORDER BY seq LIMIT 100", chain, last[chain])
+            if rows:
+                last[chain] = rows[-1]["seq"]
+                if len(rows) == 100:
+                    woken.put_nowait(chain)
+
+    await listen.add_listener("tenantry_ledger", lambda _c, _p, _ch, payload: (
+        woken.put_nowait(payload.partition(" ")[0])
+        if payload.partition(" ")[0] in last else None))
+    follower = asyncio.create_task(follow())
     try:
-        await admin.execute("ALTER TABLE ledger.chain_heads DISABLE TRIGGER chain_heads_notify")
         yield
     finally:
-        await admin.execute("ALTER TABLE ledger.chain_heads ENABLE TRIGGER chain_heads_notify")
-        await admin.close()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await listen.close()
+        await read.close()
 
 
 async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
@@ -308,12 +335,12 @@ async def run(dsn_admin: str, dsn_app: str, password: str, seconds: float,
         for title, group, chained, plain in scenarios:
             await measure_appends(figures, title, group, chained, plain, seconds, out,
                                   server)
-        # What migration 3's NOTIFY per head move costs (it is delivered at commit, under a
-        # lock every notifying transaction of the cluster takes in turn): the 16-chain rows
-        # again with its trigger disabled, by the superuser in this throwaway database.
-        async with notify_trigger_disabled(dsn_admin):
+        # What following costs: a NOTIFY is delivered at commit, under a lock every
+        # notifying transaction of the cluster takes in turn; since migration 5 only moves of
+        # followed chains notify. The 16-chain rows again, every chain followed.
+        async with followed(dsn_app, TENANTS):
             for title, group, chained, plain in scenarios[1:2] + scenarios[4:5]:
-                await measure_appends(figures, f"{title}, NOTIFY off", group, chained, plain,
+                await measure_appends(figures, f"{title}, followed", group, chained, plain,
                                       seconds, out, server)
 
         print(f"\n{'verification (events/s)':<62}{'verify':>10}{'read':>10}{'verify/read':>13}"

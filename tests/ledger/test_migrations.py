@@ -103,7 +103,8 @@ async def test_app_role_may_only_read_and_call_the_append_functions(
         "ledger.append_rows(text[],text[],text[],text[],text[],text[],text[],text[],text[],"
         "text[],text[],text[])",
         "ledger.append_batch(jsonb)",
-        "ledger.append(text,text,text,text,text,text,jsonb,text,text,jsonb,text,text)"}
+        "ledger.append(text,text,text,text,text,text,jsonb,text,text,jsonb,text,text)",
+        "ledger.watch(text)"}  # arms a chain for the live stream (version 5), nothing more
     attrs = await admin_conn.fetchrow(
         "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls, rolcanlogin "
         "FROM pg_roles WHERE rolname = $1", app)

@@ -1,13 +1,15 @@
 """Live audit entries for WebSocket subscribers: one LISTEN per API process, no polling.
 
-The ledger notifies channel `tenantry_ledger` with `"<chain> <seq>"` whenever a statement
-appends to a chain (`ledger.schema`, version 3). `Hub` keeps one dedicated connection that
-LISTENs on it (re-connecting with backoff if it drops) and wakes exactly the subscribers of
-that chain; each subscriber then reads its chain's entries after the last one it sent, from the
-ledger pool, and sends them in order. A subscriber that falls behind only reads more rows at
-its next wake-up, never misses one: what it sends is decided by sequence numbers, not by the
-notifications, which only say "look again". A reconnect wakes everyone once, so entries
-appended while no LISTEN was open are not missed either.
+The ledger notifies channel `tenantry_ledger` with `"<chain> <seq>"` when a statement appends
+to a chain that somebody armed with `ledger.watch(chain)` (`ledger.schema`, versions 3 and 5:
+the move that finds the chain armed notifies and disarms it, so unfollowed chains send
+nothing). Each subscriber arms its chain before every read (`routes.stream`). `Hub` keeps one
+dedicated connection that LISTENs on it (re-connecting with backoff if it drops) and wakes
+exactly the subscribers of that chain; each subscriber then arms the chain and reads its
+entries after the last one it sent, from the ledger pool, and sends them in order. A subscriber
+that falls behind only reads more rows at its next wake-up, never misses one: what it sends is
+decided by sequence numbers, not by the notifications, which only say "look again". A reconnect
+wakes everyone once, so entries appended while no LISTEN was open are not missed either.
 """
 
 from __future__ import annotations

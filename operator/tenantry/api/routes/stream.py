@@ -135,6 +135,9 @@ async def _follow(websocket: WebSocket, svc: deps.Services, chain: str,
                 waiting.cancel()
                 return
             subscription.wake.clear()
+            # Arm the chain before reading it (ledger migration 5): an entry this read misses
+            # will then notify.
+            await pool.execute("SELECT ledger.watch($1)", chain)
             while True:
                 rows = await store.ledger_entries(pool, chain, after=after, before=None,
                                                   newest_first=False, limit=PAGE, action=None,
