@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import json
 import secrets
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -219,6 +221,12 @@ OPERATOR_GROUPS = ("system:serviceaccounts", "system:serviceaccounts:tenantry-sy
                    "system:authenticated")
 
 
+ROTATION_INTERVAL = 1.0
+"""`--rotation-interval` of every operator the tests start (the product's default is 5 s): the
+RotationPolicy timer's rounds are what rotation tests wait for (a grace period or an overlap
+over, a rotation resumed), never what they are about."""
+
+
 class OperatorProcess:
     """The real operator (`tenantry operator run`) as a child process, its log in a file."""
 
@@ -237,7 +245,8 @@ class OperatorProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tenantry", "operator", "run", *mode,
              "--kubeconfig", str(kubeconfig),
-             "--liveness", f"http://127.0.0.1:{self.port}/healthz", *extra_args],
+             "--liveness", f"http://127.0.0.1:{self.port}/healthz",
+             "--rotation-interval", str(ROTATION_INTERVAL), *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )
 
@@ -251,6 +260,32 @@ class OperatorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def timer_rounds(self, namespace: str, name: str, *, since: float) -> int:
+        """How many rounds of the RotationPolicy timer on NAMESPACE/NAME ended well after
+        `since` (a `time.time()`), by this operator's log."""
+        wanted = f"RotationPolicy/{namespace}/{name}"
+        rounds = 0
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("object") == wanted and \
+                    record.get("message") == "Timer 'tick_policy' succeeded." and \
+                    datetime.datetime.fromisoformat(record["time"]).timestamp() > since:
+                rounds += 1
+        return rounds
+
+    def wait_timer_rounds(self, namespace: str, name: str, rounds: int = 2, *,
+                          timeout: float = 60.0) -> None:
+        """Wait until the timer has looked at NAMESPACE/NAME `rounds` times from now on: what a
+        test that proves the operator keeps waiting (or does nothing) waits for, instead of a
+        fixed sleep it hopes is long enough. Two rounds: at least one began after the call."""
+        since = time.time()
+        wait_until(lambda: self.timer_rounds(namespace, name, since=since) >= rounds,
+                   timeout=timeout, interval=0.1,
+                   what=f"{rounds} timer rounds of the operator on {namespace}/{name}")
 
     def stop(self) -> None:
         if self.process.poll() is None:

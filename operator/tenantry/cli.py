@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -86,6 +87,7 @@ def _cmd_operator_run(args: argparse.Namespace) -> int:
             timing=leader.Timing.for_lease(args.lease_duration),
         ) if args.leader_elect else None,
         keys=crypto_cli.key_options(args),
+        rotation_interval=args.rotation_interval,
     )
     return 0
 
@@ -95,7 +97,20 @@ def _cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds greater than zero."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds above 0")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from tenantry.controller.rotation import plan as rotation_plan
+
     parser = argparse.ArgumentParser(
         prog="tenantry",
         description="Tenantry: secure multi-tenancy for Kubernetes. Tenants, encrypted "
@@ -171,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: $TENANTRY_LEDGER_SPOOL or %(default)s)")
     op_run.add_argument("--no-ledger", action="store_true",
                         help="run without an audit trail (explicit opt-out; not for production)")
+    op_run.add_argument("--rotation-interval", type=_positive_seconds,
+                        default=rotation_plan.TIMER_INTERVAL, metavar="SECONDS",
+                        help="how often each RotationPolicy is looked at again (schedules due, "
+                             "grace periods and overlaps over, a paused or interrupted rotation "
+                             "resumed); default: %(default)s")
     op_run.add_argument("--verbose", action="store_true", help="debug logging")
     logs.add_argument(op_run)
     op_run.set_defaults(func=_cmd_operator_run)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import datetime
 import os
 import subprocess
 import sys
@@ -291,7 +292,7 @@ def test_a_masterkey_rotation_adds_waits_for_backup_promotes_reencrypts_and_reti
 
         # Killed while waiting: the new operator waits on; no second version is added.
         env.kill_and_restart()
-        time.sleep(6)  # more than a timer tick of the new operator
+        env.operator.wait_timer_rounds(NAMESPACE, POLICY)  # the new operator has looked again
         assert env.secret_ring().versions == ("v1", "v2") and env.secret_ring().primary == "v1"
         assert "v2" not in {v for v, _ in _versions_of_credentials(env, tenants).values()}
 
@@ -306,7 +307,7 @@ def test_a_masterkey_rotation_adds_waits_for_backup_promotes_reencrypts_and_reti
         assert "it lacks key version v2" in stale.stderr
         assert env.policy()["metadata"]["annotations"]["tenantry.dev/backup-confirmed"] == \
             "v2:0000000000000000"
-        time.sleep(6)
+        env.operator.wait_timer_rounds(NAMESPACE, POLICY)
         assert env.secret_ring().primary == "v1"
 
         # 3. The exact command of the condition, with the real kubectl: backed up, confirmed.
@@ -399,7 +400,11 @@ def test_a_version_a_credential_still_uses_is_not_retired(env: Environment) -> N
     retiring = _condition(env, "Retiring", "True", reason="RetirementPending",
                           containing=f"{old}: 1 Credential(s) still use it: {name}/cred-001")
     assert retiring is not None
-    time.sleep(3 * float(GRACE.rstrip("s")))  # well past the grace period
+    # Past the grace period (from the demotion the status records), and looked at again since.
+    demoted = retiring["status"]["masterKey"]["demoted"][old]
+    over = datetime.datetime.fromisoformat(demoted).timestamp() + float(GRACE.rstrip("s"))
+    time.sleep(max(0.0, over - time.time()))
+    env.operator.wait_timer_rounds(NAMESPACE, POLICY)
     assert old in env.secret_ring(), "a version still in use was retired"
     stuck = _get(env.api, name, "cred-001")["status"]
     assert stuck["secretRef"]["keyId"].startswith(f"{old}.")
@@ -462,7 +467,7 @@ def test_a_masterkey_policy_outside_tenantrys_namespace_touches_no_key(
     assert "only by a RotationPolicy in Tenantry's namespace tenantry-system" in \
         conditions_of(policy)["Ready"]["message"]
     assert "masterKey" not in policy["status"] and "lastHandledTrigger" not in policy["status"]
-    time.sleep(6)
+    env.operator.wait_timer_rounds(name, "rogue")
     after = client.CoreV1Api(env.api).read_namespaced_secret(custody.KEYRING_SECRET, NAMESPACE)
     assert after.metadata.resource_version == before.metadata.resource_version
 

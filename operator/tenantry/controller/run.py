@@ -15,6 +15,7 @@ from tenantry.controller import health, leader
 from tenantry.controller.audit import LedgerOptions
 from tenantry.controller.credential.custody import KeyOptions
 from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.rotation import plan
 from tenantry.ledger.recorder import Recorder
 from tenantry.ledger.spool import Spool
 
@@ -32,11 +33,16 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
         liveness: str | None, peering: str, verbose: bool = False,
         log_format: str = logs.DEFAULT_FORMAT, ledger: LedgerOptions | None = None,
         leader_election: LeaderElection | None = None,
-        keys: KeyOptions | None = None) -> None:
+        keys: KeyOptions | None = None,
+        rotation_interval: float = plan.TIMER_INTERVAL) -> None:
+    """`rotation_interval`: seconds between the RotationPolicy timer's rounds."""
     if kubeconfig is not None:
         # kopf's login and our own client both read it from here.
         os.environ["KUBECONFIG"] = str(kubeconfig)
     from tenantry.controller import operator  # noqa: F401 - registers the handlers
+    from tenantry.controller.rotation import handlers as rotation_handlers
+
+    rotation_handlers.register_timer(rotation_interval)
 
     kopf.configure(verbose=verbose)  # kopf's logger levels; `logs` replaces its handler
     logs.configure("operator", log_format, verbose=verbose)

@@ -269,7 +269,7 @@ def rotation_env(control_plane: LocalControlPlane, admin_api: client.ApiClient,
 
 def test_a_new_signing_key_is_published_first_signs_when_every_replica_has_it_and_the_old_one_verifies_until_the_overlap_ends(  # noqa: E501
         rotation_env: tuple[Kubelet, dict[str, ApiServer]], admin_api: client.ApiClient,
-        api_db: ApiDatabase, ledger: Ledger) -> None:
+        api_db: ApiDatabase, ledger: Ledger, operator: OperatorProcess) -> None:
     mounter, servers = rotation_env
     a, b = servers["a"], servers["b"]
     old_kid = _jwks_kids(a.url)[0]
@@ -313,7 +313,7 @@ def test_a_new_signing_key_is_published_first_signs_when_every_replica_has_it_an
             # Published on A (its mount follows), still unknown to B; nobody signs with it.
             eventually(lambda: new_kid in _jwks_kids(a.url), what="the new kid in A's JWKS")
             assert new_kid not in _jwks_kids(b.url)
-            time.sleep(6)  # more than a timer round of the operator: it keeps waiting
+            operator.wait_timer_rounds(NAMESPACE, POLICY)  # looked again: it keeps waiting
             assert conditions_of(_policy(admin_api))["Rotating"]["reason"] == \
                 "WaitingForReplicas"
             assert base64.b64decode(_secret(admin_api).data["signing"]) == b"v1"
@@ -439,7 +439,7 @@ def test_a_token_forged_with_a_key_outside_the_keyring_is_refused(
 
 def test_a_policy_outside_tenantrys_namespace_touches_no_key(
         rotation_env: tuple[Kubelet, dict[str, ApiServer]], admin_api: client.ApiClient,
-        namespace: str) -> None:
+        namespace: str, operator: OperatorProcess) -> None:
     before = _secret(admin_api).metadata.resource_version
     name = unique("signing")
     custom = client.CustomObjectsApi(admin_api)
@@ -457,7 +457,7 @@ def test_a_policy_outside_tenantrys_namespace_touches_no_key(
     found = eventually(refused, timeout=60, what="TargetNotAllowed")
     assert "only by a RotationPolicy in Tenantry's namespace tenantry-system" in \
         conditions_of(found)["Ready"]["message"]
-    time.sleep(6)  # a timer round: still nothing
+    operator.wait_timer_rounds(namespace, name)  # looked at again: still nothing
     assert _secret(admin_api).metadata.resource_version == before
     later = cast(dict[str, Any], custom.get_namespaced_custom_object(
         GROUP, VERSION, namespace, "rotationpolicies", name))

@@ -2,8 +2,10 @@
 
 - create, update (spec, labels or annotations) and resume run the policy's steps at once: a new
   `spec.trigger` starts a rotation without waiting for the timer;
-- a timer runs them every few seconds: scheduled rotations fall due, a rotation paused by a
-  missing keyring goes on once the keyring is back, and one left mid-way by a crash resumes.
+- a timer runs them every few seconds (`plan.TIMER_INTERVAL`, `--rotation-interval`): scheduled
+  rotations fall due, a rotation paused by a missing keyring goes on once the keyring is back,
+  and one left mid-way by a crash resumes. `register_timer` registers it, not the import: kopf
+  fixes a timer's interval when it is registered, and the interval is an option of the command.
 
 One step: read the policy, the namespace's Credentials and RotationPolicies and the keyring's
 primary version; `plan.decide` (`masterkey.decide` for a MasterKey policy, which also reads the
@@ -45,7 +47,6 @@ from tenantry.model import rotation as rotation_model
 logger = logging.getLogger(__name__)
 
 POLICIES = (common.GROUP, common.VERSION, rotation_model.PLURAL)
-TIMER_INTERVAL = 5.0
 MAX_EVENT_MESSAGE = 1024
 
 
@@ -470,8 +471,14 @@ async def reconcile_policy(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await run_steps(memo, str(meta["namespace"]), str(meta["name"]))
 
 
-@kopf.timer(*POLICIES, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)
 @metrics.reconciliation(rotation_model.KIND)
 @events.reported
 async def tick_policy(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     await run_steps(memo, str(meta["namespace"]), str(meta["name"]))
+
+
+def register_timer(interval: float = plan.TIMER_INTERVAL) -> None:
+    """Make `tick_policy` kopf's timer of every RotationPolicy, each `interval` seconds (the
+    first round `interval` after the operator starts or the policy appears). Called once, by
+    `tenantry operator run`, before kopf starts."""
+    kopf.timer(*POLICIES, interval=interval, initial_delay=interval)(tick_policy)

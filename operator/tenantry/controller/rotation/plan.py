@@ -33,6 +33,10 @@ from tenantry.controller.rotation import schedule
 from tenantry.model import common, rotation
 
 BATCH_SIZE = 25
+TIMER_INTERVAL = 5.0
+"""Seconds between the operator's timer rounds of each RotationPolicy (when a schedule falls
+due, a paused or interrupted rotation goes on, a grace period or an overlap is looked at
+again): the default of `tenantry operator run --rotation-interval`."""
 HISTORY_LIMIT = 10
 MAX_FAILURES = 50
 MAX_LISTED = 10
