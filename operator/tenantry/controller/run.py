@@ -7,6 +7,7 @@ import dataclasses
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import kopf
 
@@ -43,6 +44,7 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
     from tenantry.controller.rotation import handlers as rotation_handlers
 
     rotation_handlers.register_timer(rotation_interval)
+    kopf.on.cleanup()(_set_stop_flag)
 
     kopf.configure(verbose=verbose)  # kopf's logger levels; `logs` replaces its handler
     logs.configure("operator", log_format, verbose=verbose)
@@ -67,7 +69,7 @@ async def _main(settings: kopf.OperatorSettings, liveness: str | None, memo: kop
     """Run kopf (after winning the Lease, with --leader-elect); True if leadership was lost.
 
     The health port (liveness and /metrics) answers throughout, standby included."""
-    stop = asyncio.Event()
+    stop = memo.stop_flag = asyncio.Event()
     elector = None
     keeper = None
     async with health.serving(liveness) as server:
@@ -96,6 +98,17 @@ async def _main(settings: kopf.OperatorSettings, liveness: str | None, memo: kop
                     await elector.release()
                 await elector.api.close()
     return elector is not None and elector.lost.is_set()
+
+
+async def _set_stop_flag(memo: kopf.Memo, **_: Any) -> None:
+    """A cleanup activity: set the stop flag kopf was given, whatever stops the operator.
+
+    Why: stopped by a signal, kopf leaves its own waiter on that flag pending, counts it as a
+    hung task and waits 5 s for it before it exits; every shutdown (a rolling update's, a
+    leader handing the Lease over) took 5 s longer than its cleanup did."""
+    stop: asyncio.Event | None = memo.get("stop_flag")
+    if stop is not None:
+        stop.set()
 
 
 async def _deliver_leftover_events(options: LedgerOptions | None) -> None:
