@@ -227,6 +227,11 @@ RotationPolicy timer's rounds are what rotation tests wait for (a grace period o
 over, a rotation resumed), never what they are about."""
 
 
+TENANT_RETRY_DELAY = 2.0
+"""`--tenant-retry-delay` of every test operator (the product's default is 10 s): a test that
+removes what made a Tenant fail waits for the retry, which is not what it is about."""
+
+
 class OperatorProcess:
     """The real operator (`tenantry operator run`) as a child process, its log in a file."""
 
@@ -246,7 +251,8 @@ class OperatorProcess:
             [sys.executable, "-m", "tenantry", "operator", "run", *mode,
              "--kubeconfig", str(kubeconfig),
              "--liveness", f"http://127.0.0.1:{self.port}/healthz",
-             "--rotation-interval", str(ROTATION_INTERVAL), *extra_args],
+             "--rotation-interval", str(ROTATION_INTERVAL),
+             "--tenant-retry-delay", str(TENANT_RETRY_DELAY), *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )
 

@@ -88,6 +88,7 @@ def _cmd_operator_run(args: argparse.Namespace) -> int:
         ) if args.leader_elect else None,
         keys=crypto_cli.key_options(args),
         rotation_interval=args.rotation_interval,
+        tenant_retry_delay=args.tenant_retry_delay,
     )
     return 0
 
@@ -191,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how often each RotationPolicy is looked at again (schedules due, "
                              "grace periods and overlaps over, a paused or interrupted rotation "
                              "resumed); default: %(default)s")
+    op_run.add_argument("--tenant-retry-delay", type=_positive_seconds, metavar="SECONDS",
+                        help="how long a Tenant whose reconcile failed in part (a fence "
+                             "refused, a namespace taken) waits to be tried again; default: 10")
     op_run.add_argument("--verbose", action="store_true", help="debug logging")
     logs.add_argument(op_run)
     op_run.set_defaults(func=_cmd_operator_run)

@@ -35,8 +35,11 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
         log_format: str = logs.DEFAULT_FORMAT, ledger: LedgerOptions | None = None,
         leader_election: LeaderElection | None = None,
         keys: KeyOptions | None = None,
-        rotation_interval: float = plan.TIMER_INTERVAL) -> None:
-    """`rotation_interval`: seconds between the RotationPolicy timer's rounds."""
+        rotation_interval: float = plan.TIMER_INTERVAL,
+        tenant_retry_delay: float | None = None) -> None:
+    """`rotation_interval`: seconds between the RotationPolicy timer's rounds;
+    `tenant_retry_delay`: before a Tenant that failed in part is tried again (None: the
+    handlers' `RETRY_DELAY`)."""
     if kubeconfig is not None:
         # kopf's login and our own client both read it from here.
         os.environ["KUBECONFIG"] = str(kubeconfig)
@@ -58,6 +61,8 @@ def run(*, kubeconfig: Path | None, standalone: bool, priority: int,
         settings.peering.standalone = True  # the Lease, not kopf peering, decides who acts
         settings.peering.mandatory = False
     memo = kopf.Memo(ledger_options=ledger, key_options=keys)
+    if tenant_retry_delay is not None:
+        memo.tenant_retry_delay = tenant_retry_delay
     lost = asyncio.run(_main(settings, liveness, memo, leader_election))
     if lost:
         # Exit non-zero: the pod restarts and stands by, never acting on stale leadership.

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 TENANTS = (common.GROUP, common.VERSION, tenant_model.PLURAL)
 RETRY_DELAY = 10.0
+"""Seconds before a Tenant whose reconcile failed in part (a fence refused, a namespace taken)
+is tried again, unless `tenantry operator run --tenant-retry-delay` (`memo.tenant_retry_delay`)
+says otherwise."""
 # Waiting for the apiserver to enforce the protection policy takes about a second, once.
 PROTECTION_RETRY_DELAY = 1.0
 # Re-applies everything now and then, whatever the watches saw (missed events, a lost watch).
@@ -116,7 +119,8 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
     await _write_status(memo.api, name, new_status)
     if outcome.failures:
         raise kopf.TemporaryError(_failure_summary(outcome), delay=(
-            RETRY_DELAY if _protection_gate(memo).enforced else PROTECTION_RETRY_DELAY))
+            _retry_delay(memo) if _protection_gate(memo).enforced
+            else PROTECTION_RETRY_DELAY))
 
 
 @kopf.timer(*TENANTS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=60)
@@ -160,7 +164,7 @@ async def finalize_tenant(name: str, spec: kopf.Spec, body: kopf.Body, memo: kop
     await _record(memo, name, "tenant.finalize", outcome,
                   deletionPolicy=str(spec.get("deletionPolicy") or "Retain"))
     if outcome.failures:
-        raise kopf.TemporaryError(_failure_summary(outcome), delay=RETRY_DELAY)
+        raise kopf.TemporaryError(_failure_summary(outcome), delay=_retry_delay(memo))
 
 
 # -- drift: a child changed or vanished behind our back -------------------------------------------
@@ -193,6 +197,10 @@ async def stop_children(memo: kopf.Memo, **_: Any) -> None:
         await watched.stop()
 
 
+def _retry_delay(memo: kopf.Memo) -> float:
+    return float(memo.get("tenant_retry_delay", RETRY_DELAY))
+
+
 def _children(memo: kopf.Memo) -> children.Children:
     found: children.Children = memo.tenant_children
     return found
@@ -219,7 +227,7 @@ async def _restore(memo: kopf.Memo, tenant_name: str, what: str,
     # so access stays withheld) is tried again, rather than waiting for the next resync.
     if outcome.failures and tenant_name not in memo.drift_tasks:
         memo.drift_tasks[tenant_name] = asyncio.create_task(
-            _restore(memo, tenant_name, what, delay=RETRY_DELAY))
+            _restore(memo, tenant_name, what, delay=_retry_delay(memo)))
 
 
 def _on_child_event(memo: kopf.Memo, kind: str, child: children.Child) -> None:

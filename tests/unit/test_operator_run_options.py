@@ -1,6 +1,6 @@
-"""`tenantry operator run --rotation-interval`: the RotationPolicy timer's period, 5 s unless
-given (the e2e tests give a shorter one); anything but a finite positive number is refused,
-naming the option."""
+"""`tenantry operator run` options the e2e tests shorten: `--rotation-interval` (the
+RotationPolicy timer's period, 5 s unless given) and `--tenant-retry-delay` (the handlers' 10 s
+unless given); anything but a finite positive number of seconds is refused, naming the option."""
 
 from __future__ import annotations
 
@@ -29,3 +29,12 @@ def test_a_bad_interval_is_refused_naming_the_option(
         _interval("--rotation-interval", bad)
     assert exited.value.code == 2
     assert "argument --rotation-interval" in capsys.readouterr().err
+
+
+def test_the_tenant_retry_delay_is_the_handlers_unless_given() -> None:
+    def delay(*args: str) -> float | None:
+        found = cli.build_parser().parse_args(["operator", "run", *args]).tenant_retry_delay
+        return None if found is None else float(found)
+
+    assert delay() is None  # run.run leaves memo alone: the handlers' RETRY_DELAY (10 s)
+    assert delay("--tenant-retry-delay", "2") == 2.0
