@@ -1,8 +1,9 @@
 """Operator-wide kopf activities: settings, login, the shared API client; imports every kind.
 
 Importing this module registers all handlers with kopf's default registry (`tenantry operator
-run` does that). Each resource kind keeps its handlers in its own package
-(`controller/<kind>/handlers.py`); they share the API client kopf keeps in `memo.api`.
+run` does that, then registers the RotationPolicy timer with its `--rotation-interval`). Each
+resource kind keeps its handlers in its own package (`controller/<kind>/handlers.py`); they
+share the API client kopf keeps in `memo.api`.
 """
 
 from __future__ import annotations
