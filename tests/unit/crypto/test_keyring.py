@@ -296,3 +296,30 @@ def test_a_key_whose_link_starts_dangling_while_it_is_read_is_skipped(
     ring = keyring.load_directory(tmp_path)
 
     assert swapped and ring.versions == ("v2",) and ring.primary == "v2"
+
+
+@pytest.mark.parametrize("removed_during", ["is_file", "read_text"])
+def test_a_key_whose_link_is_unlinked_while_it_is_read_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed_during: str) -> None:
+    """The kubelet's whole update (swap, then unlink the removed key's link) landing between
+    the loader's listing of the directory and its checks of `v1`: gone is removed, too."""
+    _write_mounted_secret(tmp_path, {"v1": B64_1, "v2": B64_2, "primary": "v2"})
+    newer = tmp_path / "..2026_01_02_00_00_00.000000001"
+    newer.mkdir()
+    (newer / "v2").write_text(B64_2)
+    (newer / "primary").write_text("v2")
+    (tmp_path / "..data_tmp").symlink_to(newer.name)
+    real = getattr(Path, removed_during)
+    removed: list[bool] = []
+
+    def update_first(self: Path, *args: object, **kwargs: object) -> object:
+        if self.name == "v1" and not removed:
+            removed.append(True)
+            (tmp_path / "..data_tmp").replace(tmp_path / "..data")
+            (tmp_path / "v1").unlink()
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, removed_during, update_first)
+    ring = keyring.load_directory(tmp_path)
+
+    assert removed and ring.versions == ("v2",) and ring.primary == "v2"
