@@ -367,6 +367,9 @@ def test_a_masterkey_rotation_adds_waits_for_backup_promotes_reencrypts_and_reti
 
     actions = [e["action"] for e in eventually(entries, what="the ledger's rotation entries")]
     steps = [a for a in actions if a != "rotation.batch"]
+    # Recorded at least once: the step the SIGKILL above interrupted between its ledger entry
+    # and its checkpoint in status ran again, entry included. Every step, in order, no other.
+    steps = [a for i, a in enumerate(steps) if i == 0 or steps[i - 1] != a]
     assert steps == ["rotation.started", "rotation.key-added", "rotation.backup-confirmed",
                      "rotation.promoted", "rotation.reencrypt-started", "rotation.completed",
                      "rotation.retired"]
