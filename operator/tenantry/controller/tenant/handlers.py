@@ -67,7 +67,11 @@ async def _post_events(api: KubeApi, body: kopf.Body, outcome: reconcile.Outcome
 
 
 def _protection_gate(memo: kopf.Memo) -> reconcile.ProtectionGate:
-    """The operator's one gate (not enforced until its probe says so)."""
+    """The operator's one gate (not enforced until its probe says so), made at start-up
+    (`start_children`): kopf copies the memo per object, so a gate made here on first use
+    would be one per Tenant, each probing (a dry-run POST per Tenant) and, until its own
+    probe is refused, withholding access and retrying. Made here only without a start-up
+    (a handler called directly)."""
     gate: reconcile.ProtectionGate | None = memo.get("protection_gate")
     if gate is None:
         gate = memo.protection_gate = reconcile.ProtectionGate()
@@ -175,6 +179,8 @@ async def start_children(memo: kopf.Memo, **_: Any) -> None:
     with), started once the operator's own start-up handler has made the client."""
     memo.tenant_children = children.Children(
         lambda kind, child: _on_child_event(memo, kind, child))
+    # On the operator's memo, before kopf copies it per object: one gate for every Tenant.
+    memo.protection_gate = reconcile.ProtectionGate()
     memo.tenant_children_task = asyncio.create_task(_start_children(memo),
                                                     name="tenantry-children-start")
 
