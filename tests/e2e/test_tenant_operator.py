@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
+import kopf
 import pytest
 from kubernetes import client
 
 from tenantry import kube
-from tenantry.controller import protection
+from tenantry.controller import diffbase, protection
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import reconcile
 from tenantry.devcluster.cluster import LocalControlPlane
@@ -365,3 +367,56 @@ def test_a_namespace_an_admin_merely_labelled_is_never_pruned(
         assert kept.metadata.labels["tenantry.dev/tenant"] == name
     finally:
         core.delete_namespace(stray)
+
+
+def test_kopfs_record_of_a_handled_tenant_is_in_its_status_where_no_spec_editor_forges_it(
+        admin_api: client.ApiClient, tenants: TenantFactory, as_user: UserApi) -> None:
+    """kopf's diff base rides in the handler's own status write: no annotation, no marker, no
+    write of kopf's own beyond the finalizer; and whoever may edit a Tenant but not its status
+    can neither write that record nor hide a spec change behind a forged annotation."""
+    name = unique("book")
+    editor_name = f"{name}-editor"
+    tenant = tenants(name, [name], [owner(f"{name}-o")])
+    assert [key for key in tenant["metadata"].get("annotations") or {}
+            if key.startswith(f"{GROUP}/")] == []
+    assert tenant["metadata"]["finalizers"]  # kopf's, for the deletionPolicy
+    assert json.loads(tenant["status"]["handledConfiguration"])["spec"] == tenant["spec"]
+    # ... which the handler's own status write carried: kopf never wrote the status.
+    assert [m.get("subresource") for m in tenant["metadata"]["managedFields"]
+            if m["manager"] == "kopf"] == [None]
+
+    rbac = client.RbacAuthorizationV1Api(admin_api)
+    rbac.create_cluster_role(client.V1ClusterRole(
+        metadata=client.V1ObjectMeta(name=editor_name),
+        rules=[client.V1PolicyRule(api_groups=[GROUP], resources=["tenants"],
+                                   verbs=["get", "patch", "update"])]))
+    rbac.create_cluster_role_binding(client.V1ClusterRoleBinding(
+        metadata=client.V1ObjectMeta(name=editor_name),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
+                                  name=editor_name),
+        subjects=[client.RbacV1Subject(kind="User", name=editor_name,
+                                       api_group="rbac.authorization.k8s.io")]))
+    try:
+        editor = client.CustomObjectsApi(as_user(editor_name))
+        assert forbidden(lambda: editor.patch_cluster_custom_object_status(
+            GROUP, VERSION, "tenants", name, {"status": {"handledConfiguration": "{}"}}))
+        # A spec change with the old annotation claiming it handled already: still handled.
+        added = f"{name}-more"
+        namespaces = [*tenant["spec"]["namespaces"], {"name": added}]
+        # The body as stored (defaults filled in), and kopf's record of it as if handled.
+        stored = eventually(lambda: editor.patch_cluster_custom_object(
+            GROUP, VERSION, "tenants", name, {"spec": {"namespaces": namespaces}},
+            dry_run="All"), what="the editor's RBAC to take effect")
+        claimed = json.dumps(diffbase.DiffBase().build(body=kopf.Body(stored)))
+        editor.patch_cluster_custom_object(GROUP, VERSION, "tenants", name, {
+            "metadata": {"annotations": {f"{GROUP}/{diffbase.KEY}": claimed + "\n"}},
+            "spec": {"namespaces": namespaces}})
+        handled = tenants.wait_for(name)  # type: ignore[attr-defined]
+        assert handled["status"]["observedGeneration"] == 2
+        assert sorted(s["name"] for s in handled["status"]["namespaces"]) == sorted(
+            [name, added])
+        assert json.loads(handled["status"]["handledConfiguration"])["spec"] == handled["spec"]
+        client.CoreV1Api(admin_api).read_namespace(added)
+    finally:
+        rbac.delete_cluster_role_binding(editor_name)
+        rbac.delete_cluster_role(editor_name)

@@ -1,4 +1,5 @@
-"""kopf's diff base: in the status it writes anyway for Credentials, elsewhere an annotation."""
+"""kopf's diff base: in the status they write anyway for Credentials and Tenants, elsewhere an
+annotation."""
 
 from __future__ import annotations
 
@@ -18,9 +19,15 @@ def _credential(**extra: Any) -> dict[str, Any]:
             "spec": {"scope": "platform", "fromSecret": {"name": "plain"}}, **extra}
 
 
-def _tenant() -> dict[str, Any]:
+def _tenant(**extra: Any) -> dict[str, Any]:
     return {"apiVersion": "tenantry.dev/v1alpha1", "kind": "Tenant",
-            "metadata": {"name": "acme"}, "spec": {"namespaces": [{"name": "acme-app"}]}}
+            "metadata": {"name": "acme", "uid": "u-1"},
+            "spec": {"namespaces": [{"name": "acme-app"}]}, **extra}
+
+
+def _policy() -> dict[str, Any]:
+    return {"apiVersion": "tenantry.dev/v1alpha1", "kind": "RotationPolicy",
+            "metadata": {"name": "keys"}, "spec": {"schedule": "@weekly"}}
 
 
 def _stored(raw: dict[str, Any]) -> kopf.Patch:
@@ -40,7 +47,7 @@ def test_a_credentials_diff_base_rides_in_its_status_write_alone() -> None:
 
 
 def test_other_kinds_keep_theirs_in_an_annotation() -> None:
-    patch = _stored(_tenant())
+    patch = _stored(_policy())
     assert "status" not in patch
     assert ANNOTATION in patch["metadata"]["annotations"]
 
@@ -103,4 +110,66 @@ def test_a_handler_done_at_once_leaves_no_write_on_a_credential() -> None:
 
 
 def test_other_kinds_are_still_branded_for_kopf() -> None:
-    assert _progress(_tenant())["metadata"]["annotations"] == {"tenantry.dev/kopf-managed": "yes"}
+    assert _progress(_policy())["metadata"]["annotations"] == {"tenantry.dev/kopf-managed": "yes"}
+
+
+def test_a_handler_done_at_once_leaves_no_write_on_a_tenant() -> None:
+    assert dict(_progress(_tenant())) == {}
+
+
+def test_a_tenants_diff_base_is_kept_in_its_status_too() -> None:
+    assert diffbase.in_status(kopf.Body(_tenant()))  # type: ignore[arg-type]
+    patch = _stored(_tenant())
+    assert set(patch) == {"status"}
+    assert json.loads(patch["status"][diffbase.STATUS_FIELD]) == {
+        "spec": {"namespaces": [{"name": "acme-app"}]}}
+
+
+def test_a_tenant_handler_writes_it_and_kopf_then_has_nothing_to_write() -> None:
+    storage = diffbase.DiffBase()
+    body = kopf.Body(_tenant())  # type: ignore[arg-type]
+    encoded = diffbase.handled(body)
+    assert encoded is not None
+    assert json.loads(encoded) == storage.build(body=body)  # what kopf would store
+    diffbase.written(body, encoded)
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    assert dict(patch) == {}
+    # Only once: a later store of the same object (another change) is kopf's to write again.
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    assert patch["status"][diffbase.STATUS_FIELD] == encoded
+
+
+def test_kopf_still_stores_what_the_handler_did_not_write() -> None:
+    storage = diffbase.DiffBase()
+    body = kopf.Body(_tenant())  # type: ignore[arg-type]
+    diffbase.written(body, '{"spec":{"namespaces":[]}}')  # an older body's
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=storage.build(body=body))
+    assert json.loads(patch["status"][diffbase.STATUS_FIELD]) == storage.build(body=body)
+
+
+def test_a_handled_tenant_records_nothing_again() -> None:
+    raw = _tenant()
+    raw["status"] = {"conditions": [], **_stored(raw)["status"]}
+    assert diffbase.handled(kopf.Body(raw)) is None  # type: ignore[arg-type]
+    raw["spec"]["namespaces"].append({"name": "acme-web"})
+    assert diffbase.handled(kopf.Body(raw)) is not None  # type: ignore[arg-type]
+
+
+def test_other_kinds_are_not_recorded_by_their_handlers() -> None:
+    assert diffbase.handled(kopf.Body(_policy())) is None  # type: ignore[arg-type]
+
+
+def test_an_annotation_forged_on_a_tenant_hides_no_change() -> None:
+    """Whoever may patch a Tenant (not its status) claims a new spec was handled already:
+    the status record wins, so kopf still sees the change."""
+    storage = diffbase.DiffBase()
+    raw = _tenant()
+    raw["status"] = {"conditions": [], **_stored(raw)["status"]}
+    raw["spec"]["namespaces"] = [{"name": "elsewhere"}]
+    claimed = json.dumps(storage.build(body=kopf.Body(raw)))  # type: ignore[arg-type]
+    raw["metadata"]["annotations"] = {ANNOTATION: claimed + "\n"}
+    body = kopf.Body(raw)  # type: ignore[arg-type]
+    assert storage.fetch(body=body) != storage.build(body=body)
+    assert diffbase.handled(body) is not None

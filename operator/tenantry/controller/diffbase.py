@@ -1,6 +1,6 @@
-"""Where kopf keeps what it last handled of each object (its diff base): for Credentials, in the
-status it writes anyway; for every other kind, in an annotation as before. And kopf's progress
-records, which stay annotations, without their marker on Credentials.
+"""Where kopf keeps what it last handled of each object (its diff base): for Credentials and
+Tenants, in the status they write anyway; for every other kind, in an annotation as before. And
+kopf's progress records, which stay annotations, without their marker on those two kinds.
 
 kopf compares each event's body with this diff base to tell a create or an update from a body
 it has already handled. Kept in an annotation, it costs one more write per handled change: the
@@ -17,7 +17,16 @@ annotation, a write of its own on a Credential that needs nothing else; `Progres
 out on Credentials (their progress records are still annotations, written only when a handler
 is retried, and `DiffBase` ignores them by prefix instead of by that marker).
 
-Credentials handled by an earlier operator keep their annotation until it is no longer needed:
+A Tenant's handler writes its status itself, with a merge patch of its own, before kopf's patch
+(Ready must not wait for kopf's round trip, see `tenant.handlers`): so kopf's store would be a
+status PATCH of its own after it. The handler puts the diff base into its own status write
+instead (`handled`, only once it has nothing left to retry) and tells `store` so (`written`),
+which then leaves it out of kopf's patch. A Tenant handled at once then costs kopf only the
+finalizer it needs for its deletionPolicy. Tenants are cluster-scoped objects only cluster
+admins may write, but the status subresource still narrows who can forge the record to those
+who may write a Tenant's status (the operator), as RBAC grants the two apart.
+
+Objects handled by an earlier operator keep their annotation until it is no longer needed:
 `fetch` falls back to it, the next handled change writes the status field, and the annotation
 is then ignored (never part of the compared essence, like every `tenantry.dev/` annotation
 kopf's own storages write: progress records of retries).
@@ -26,26 +35,61 @@ kopf's own storages write: progress records of retries).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import kopf
 
 from tenantry.model import common
 from tenantry.model import credential as credential_model
+from tenantry.model import tenant as tenant_model
 
 KEY = "last-handled-configuration"
 STATUS_FIELD = "handledConfiguration"
 
 
-def in_status(body: kopf.Body) -> bool:
-    """Whether `body`'s diff base lives in its status (Credentials)."""
-    return body.get("kind") == credential_model.KIND and \
+STATUS_KINDS = frozenset({credential_model.KIND, tenant_model.KIND})
+"""The kinds whose diff base lives in `status.handledConfiguration`; their CRDs declare it."""
+
+# uid -> the encoded diff base a handler wrote in its own status write, until kopf stores it.
+_written: dict[str, str] = {}
+
+
+def in_status(body: Mapping[str, Any]) -> bool:
+    """Whether `body`'s diff base lives in its status (Credentials, Tenants)."""
+    return body.get("kind") in STATUS_KINDS and \
         str(body.get("apiVersion", "")).startswith(f"{common.GROUP}/")
 
 
+def _encode(essence: kopf.BodyEssence) -> str:
+    return json.dumps(essence, separators=(",", ":"))
+
+
+def handled(body: kopf.Body) -> str | None:
+    """The diff base for a handler to write in its own status write once `body` is handled, as
+    kopf would store it then; None when `body` already records it (kopf stores nothing then)
+    or its kind keeps it elsewhere. After the write succeeds, say so with `written`."""
+    if not in_status(body):
+        return None
+    storage, progress = DiffBase(), Progress()
+    essence = progress.clear(essence=storage.build(body=body))
+    old = storage.fetch(body=body)
+    if old is not None and progress.clear(essence=old) == essence:
+        return None
+    return _encode(essence)
+
+
+def written(body: kopf.Body, encoded: str) -> None:
+    """The handler's status write carried `encoded` (from `handled`): kopf's store of the same
+    diff base for this object is then left out of its patch."""
+    uid = (body.get("metadata") or {}).get("uid")
+    if isinstance(uid, str):
+        _written[uid] = encoded
+
+
 class DiffBase(kopf.AnnotationsDiffBaseStorage):
-    """kopf's annotation storage, but in `status.handledConfiguration` for Credentials."""
+    """kopf's annotation storage, but in `status.handledConfiguration` for Credentials and
+    Tenants (for Tenants, written by the handler itself: `handled`)."""
 
     def __init__(self) -> None:
         super().__init__(prefix=common.GROUP, key=KEY)
@@ -75,12 +119,17 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
         if not in_status(body):
             super().store(body=body, patch=patch, essence=essence)
             return
-        patch.status[STATUS_FIELD] = json.dumps(essence, separators=(",", ":"))
+        encoded = _encode(essence)
+        uid = (body.get("metadata") or {}).get("uid")
+        if isinstance(uid, str) and _written.pop(uid, None) == encoded:
+            return  # the handler's own status write carried it already
+        patch.status[STATUS_FIELD] = encoded
 
 
 class Progress(kopf.AnnotationsProgressStorage):
     """kopf's progress records in annotations, without the `kopf-managed` marker on Credentials
-    (its only use, telling kopf's diff base to ignore the prefix, `DiffBase` does itself)."""
+    and Tenants (its only use, telling kopf's diff base to ignore the prefix, `DiffBase` does
+    itself)."""
 
     def __init__(self) -> None:
         super().__init__(prefix=common.GROUP)

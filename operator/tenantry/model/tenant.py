@@ -358,6 +358,10 @@ class TenantStatus(SpecModel):
         }))]
     namespace_count: Annotated[int | None, Field(ge=0)] = None
     member_count: Annotated[int | None, Field(ge=0)] = None
+    handled_configuration: Annotated[str | None, Field(description=(
+        "The operator's bookkeeping: the spec, labels and annotations it last handled (JSON), "
+        "kept with the status it wrote for them rather than in an annotation of its own."))] \
+        = None
 
 
 # Rules on the whole object (metadata is only reachable from the root).

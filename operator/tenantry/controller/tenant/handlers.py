@@ -18,7 +18,7 @@ from typing import Any
 import kopf
 
 from tenantry import logs, metrics
-from tenantry.controller import audit, events, kubeapi
+from tenantry.controller import audit, diffbase, events, kubeapi
 from tenantry.controller.credential import watches
 from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import children, namespaces, rbac, reconcile
@@ -120,7 +120,14 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
                       generation=meta.get("generation"))
     # Written here rather than through `patch`: kopf patches the Tenant (its annotations)
     # first and the status after, so Ready would wait for a round trip that decides nothing.
+    # Done, this write also carries kopf's record of what was handled (`diffbase`), so kopf
+    # has nothing of its own to write after it; not while a retry is due.
+    handled = None if outcome.failures else diffbase.handled(body)
+    if handled is not None:
+        new_status[diffbase.STATUS_FIELD] = handled
     await _write_status(memo.api, name, new_status)
+    if handled is not None:
+        diffbase.written(body, handled)
     if outcome.failures:
         raise kopf.TemporaryError(_failure_summary(outcome), delay=(
             _retry_delay(memo) if _protection_gate(memo).enforced
