@@ -53,8 +53,8 @@ from kubernetes import client, watch
 
 import apiserver_cost
 from tenantry import kube
-from tenantry.controller.credential import custody
 from tenantry.crypto import cli as crypto_cli
+from tenantry.crypto import custody
 from tenantry.devcluster.cluster import WEBHOOK_CLIENT_CN, LocalControlPlane
 from tenantry.devcluster.devenv import (
     install_crds,

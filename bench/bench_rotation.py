@@ -56,13 +56,13 @@ from kubernetes import client
 
 import apiserver_cost
 from tenantry import kube
-from tenantry.controller.credential import ciphertext, custody
-from tenantry.controller.kubeapi import KubeApi
+from tenantry.controller.credential import ciphertext
 from tenantry.crypto import cli as crypto_cli
-from tenantry.crypto import keyring
+from tenantry.crypto import custody, keyring
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds, prepare_ledger, start_operator
 from tenantry.devcluster.postgres import LocalPostgres
+from tenantry.kubeapi import KubeApi
 
 GROUP, VERSION = "tenantry.dev", "v1alpha1"
 TENANT = "bench-rotation"

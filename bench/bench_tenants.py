@@ -45,11 +45,11 @@ from kubernetes import client, watch
 import apiserver_cost  # bench/: the script's directory is on sys.path
 from apiserver_cost import cpu_seconds
 from tenantry import kube
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import desired, rbac
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds, prepare_ledger, start_operator
 from tenantry.devcluster.postgres import LocalPostgres
+from tenantry.kubeapi import KubeApi
 from tenantry.model import common
 from tenantry.model.tenant import TenantSpec
 

@@ -26,8 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from kubernetes import client
 
 from tenantry import kube
-from tenantry.controller.credential import custody
-from tenantry.crypto import envelope, keyring, sealing
+from tenantry.crypto import custody, envelope, keyring, sealing
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
 from tests import logscan

@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from kubernetes import client
 
 from tenantry import kube
-from tenantry.controller.credential import ciphertext, custody
+from tenantry.controller.credential import ciphertext
 from tenantry.crypto import cli as crypto_cli
-from tenantry.crypto import keyring
+from tenantry.crypto import custody, keyring
 from tenantry.devcluster.cluster import LocalControlPlane
 from tests.conftest import (
     OPERATOR_GROUPS,

@@ -11,9 +11,9 @@ from kubernetes import client
 
 from tenantry import kube
 from tenantry.controller import diffbase, protection
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import reconcile
 from tenantry.devcluster.cluster import LocalControlPlane
+from tenantry.kubeapi import KubeApi
 from tests.conftest import OPERATOR_GROUPS, OPERATOR_USER, OperatorProcess, UserApi
 from tests.e2e.conftest import TenantFactory, owner
 from tests.helpers import GROUP, VERSION, conditions_of, eventually, forbidden, unique

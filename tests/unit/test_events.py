@@ -8,7 +8,8 @@ from typing import Any
 import kopf
 import pytest
 
-from tenantry.controller import events, kubeapi
+from tenantry import kubeapi
+from tenantry.controller import events
 
 NOW = datetime.datetime(2026, 12, 1, 10, 58, 44, tzinfo=datetime.UTC)
 

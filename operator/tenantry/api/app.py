@@ -55,9 +55,9 @@ from tenantry.api.routes import audit as audit_routes
 from tenantry.api.routes import (
     stream as stream_routes,
 )
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.crypto import errors as crypto_errors
 from tenantry.crypto import keyring, reloading
+from tenantry.kubeapi import KubeApi
 from tenantry.ledger.recorder import Recorder
 from tenantry.ledger.spool import Spool
 

@@ -102,7 +102,7 @@ class Services:
     hub: Any = None
     """`stream.Hub`: the process's LISTEN on the ledger, for WebSocket subscribers."""
     kube_api: Any = None
-    """`controller.kubeapi.KubeApi` over `kube`: reads Credentials, Secrets, Namespaces."""
+    """`tenantry.kubeapi.KubeApi` over `kube`: reads Credentials, Secrets, Namespaces."""
     credentials: Any = None
     """`credential_cache.CredentialCache`: Credentials, tenant namespaces, ciphertext."""
     reviewer: Any = None

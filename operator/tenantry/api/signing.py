@@ -44,9 +44,9 @@ from typing import Any
 
 from tenantry.api import signingstate, signingwriter
 from tenantry.api.tokens import rfc7517
-from tenantry.controller.kubeapi import ApiError
-from tenantry.controller.rotation import schedule
 from tenantry.crypto import errors, reloading
+from tenantry.kubeapi import ApiError
+from tenantry.model import common
 
 log = logging.getLogger("tenantry.api.signing")
 
@@ -219,7 +219,7 @@ class KeyWatch:
                                            label_selector=f"{IDENTITY_LABEL}=true"):
             meta, spec = found.get("metadata") or {}, found.get("spec") or {}
             name = str(meta.get("name"))
-            renewed = schedule.parse_time(spec.get("renewTime"))
+            renewed = common.parse_time(spec.get("renewTime"))
             if name == lease_name(self.replica) or not name.startswith(LEASE_PREFIX) or (
                     renewed is not None and renewed + GONE_AFTER > now):
                 continue

@@ -30,8 +30,8 @@ from typing import Any
 
 from tenantry.api import signingstate
 from tenantry.api.tokens import rfc7517
-from tenantry.controller.kubeapi import ApiError
-from tenantry.controller.rotation import schedule
+from tenantry.kubeapi import ApiError
+from tenantry.model import common
 
 log = logging.getLogger("tenantry.api.signing")
 
@@ -109,7 +109,7 @@ class KeyringWriter:
                 signingstate.LEASE_API, "Lease", self._namespace,
                 label_selector=f"{signingstate.IDENTITY_LABEL}=true"):
             meta, spec = found.get("metadata") or {}, found.get("spec") or {}
-            renewed = schedule.parse_time(spec.get("renewTime"))
+            renewed = common.parse_time(spec.get("renewTime"))
             duration = spec.get("leaseDurationSeconds")
             if renewed is None or not isinstance(duration, int) or not 0 < duration <= 3600 \
                     or renewed + datetime.timedelta(seconds=duration) <= now:

@@ -35,8 +35,8 @@ from typing import Any, ParamSpec, TypeVar
 
 import kopf
 
-from tenantry.controller import kubeapi
-from tenantry.controller.kubeapi import KubeApi
+from tenantry import kubeapi
+from tenantry.kubeapi import KubeApi
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import enum
 import logging
 from typing import Any
 
-from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.kubeapi import ApiError, KubeApi
 
 logger = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ import kopf
 from tenantry import metrics
 from tenantry.controller import audit, diffbase, events, protection
 from tenantry.controller.credential import handlers as credential_handlers
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.rotation import handlers as rotation_handlers
 from tenantry.controller.tenant import handlers as tenant_handlers
 from tenantry.controller.tenant import rbac
+from tenantry.kubeapi import KubeApi
 from tenantry.ledger.recorder import Recorder
 from tenantry.ledger.spool import Spool
 from tenantry.model import common

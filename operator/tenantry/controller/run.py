@@ -14,9 +14,9 @@ import kopf
 from tenantry import logs, metrics
 from tenantry.controller import health, leader
 from tenantry.controller.audit import LedgerOptions
-from tenantry.controller.credential.custody import KeyOptions
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.rotation import plan
+from tenantry.crypto.custody import KeyOptions
+from tenantry.kubeapi import KubeApi
 from tenantry.ledger.recorder import Recorder
 from tenantry.ledger.spool import Spool
 

@@ -39,8 +39,7 @@ from typing import Any, cast
 
 import yaml
 
-from tenantry.controller.credential import custody
-from tenantry.crypto import errors, keyring, sealing
+from tenantry.crypto import custody, errors, keyring, sealing
 from tenantry.model import common
 from tenantry.model import credential as credential_model
 from tenantry.model import rotation as rotation_model

@@ -7,6 +7,7 @@ tools, the operator) and the CRD's OpenAPI schema (the apiserver), through `mode
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from typing import Annotated, Any, Literal
 
@@ -160,3 +161,21 @@ Conditions = Annotated[
         }),
     ),
 ]
+
+
+# -- times as status fields hold them -------------------------------------------------------
+
+def parse_time(value: object) -> datetime.datetime | None:
+    """An RFC 3339 time from status (`2026-12-01T09:00:00Z`), or None if absent or malformed."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+
+
+def format_time(value: datetime.datetime) -> str:
+    """As Kubernetes writes times: UTC, seconds, `Z`."""
+    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -23,7 +23,7 @@ import aiohttp
 import pydantic
 
 from tenantry import aio, listwatch
-from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.kubeapi import ApiError, KubeApi
 from tenantry.model import common, tenant
 
 logger = logging.getLogger(__name__)

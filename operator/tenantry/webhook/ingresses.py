@@ -33,7 +33,7 @@ from kubernetes_asyncio import client as aclient
 
 from tenantry.admission import ingress
 from tenantry.admission.violation import items, mapping
-from tenantry.controller.kubeapi import KubeApi
+from tenantry.kubeapi import KubeApi
 from tenantry.webhook import records, tenancy, workloads
 from tenantry.webhook.directory import LOOKUP_ERRORS, Informer, TenantLookup
 from tenantry.webhook.review import AdmissionRequest, Handler, Verdict

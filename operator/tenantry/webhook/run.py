@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from tenantry import aio
-from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.kubeapi import ApiError, KubeApi
 from tenantry.ledger import client as ledger_client
 from tenantry.ledger import recorder as ledger_recorder
 from tenantry.ledger.spool import Spool

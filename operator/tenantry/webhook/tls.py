@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.kubeapi import ApiError, KubeApi
 from tenantry.model import common
 from tenantry.webhook import certs, clientauth, metrics
 

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.process import free_port
+from tenantry.kubeapi import KubeApi
 from tenantry.model import common
 from tenantry.webhook.directory import TenantDirectory
 from tests.helpers import GROUP, VERSION, unique

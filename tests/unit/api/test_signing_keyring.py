@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tenantry.api import deps, signing
 from tenantry.api.tokens import rfc7517, rfc9068
-from tenantry.controller.kubeapi import ApiError
+from tenantry.kubeapi import ApiError
 from tests.unit.rotation import kubelet
 
 POLICY = rfc9068.Policy(issuer="tenantry-api", audience="tenantry-api")

@@ -18,8 +18,8 @@ import pytest
 
 from tenantry.api import signing, signingstate, signingwriter
 from tenantry.api.tokens import rfc7517
-from tenantry.controller.kubeapi import ApiError
 from tenantry.controller.rotation import apisigning
+from tenantry.kubeapi import ApiError
 
 NAMESPACE = "tenantry-system"
 

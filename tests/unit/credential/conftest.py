@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from tenantry.controller.credential import ciphertext, custody
-from tenantry.crypto import keyring, sealing
+from tenantry.controller.credential import ciphertext
+from tenantry.crypto import custody, keyring, sealing
 
 TENANT_UID = "3f2b8c1e-7a4d-4e2f-9b1c-5d6e7f8a9b0c"
 OTHER_TENANT_UID = "9a8b7c6d-1e2f-4a3b-8c9d-0e1f2a3b4c5d"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from tenantry.controller.credential import custody
-from tenantry.crypto import errors, keyring, sealing
+from tenantry.crypto import custody, errors, keyring, sealing
 
 GARBAGE = "GARBAGE-KEY-MATERIAL-d41d8cd98f00b204"
 

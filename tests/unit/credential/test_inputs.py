@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from tenantry.controller.credential import custody, inputs
+from tenantry.controller.credential import inputs
 from tenantry.controller.credential.plaintext import Plaintext
 from tenantry.controller.credential.problems import Problem, Reason
-from tenantry.crypto import sealing
+from tenantry.crypto import custody, sealing
 from tenantry.model import credential
 from tests.unit.credential.conftest import OTHER_PLAINTEXT, PLAINTEXT
 

@@ -22,10 +22,10 @@ from typing import Any, cast
 import kopf
 import pytest
 
-from tenantry.controller.credential import ciphertext, custody, handlers, reconcile, watches
-from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.controller.credential import ciphertext, handlers, reconcile, watches
 from tenantry.crypto import cli as crypto_cli
-from tenantry.crypto import keyring
+from tenantry.crypto import custody, keyring
+from tenantry.kubeapi import ApiError, KubeApi
 from tenantry.model import common
 from tests.unit.credential.conftest import PLAINTEXT, TENANT_UID
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tenantry.controller.credential import custody
-from tenantry.crypto import errors, keyring
+from tenantry.crypto import custody, errors, keyring
 from tests.unit.rotation import kubelet
 
 

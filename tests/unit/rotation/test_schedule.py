@@ -7,6 +7,7 @@ import datetime
 import pytest
 
 from tenantry.controller.rotation import schedule
+from tenantry.model import common
 
 UTC = datetime.UTC
 
@@ -20,17 +21,17 @@ UTC = datetime.UTC
 ])
 def test_next_time_is_strictly_after_and_in_utc(expression: str, after: str,
                                                 expected: str) -> None:
-    start = schedule.parse_time(after)
+    start = common.parse_time(after)
     assert start is not None
     following = schedule.next_time(expression, start)
-    assert schedule.format_time(following) == expected
+    assert common.format_time(following) == expected
     assert following.tzinfo is UTC
 
 
 def test_next_time_converts_other_zones_to_utc() -> None:
     plus_two = datetime.timezone(datetime.timedelta(hours=2))
     start = datetime.datetime(2026, 12, 1, 11, 2, tzinfo=plus_two)  # 09:02 UTC
-    assert schedule.format_time(schedule.next_time("0 10 * * *", start)) == \
+    assert common.format_time(schedule.next_time("0 10 * * *", start)) == \
         "2026-12-01T10:00:00Z"
 
 
@@ -58,7 +59,7 @@ def test_good_schedules_have_no_problem(expression: str) -> None:
 
 
 def test_parse_time_tolerates_garbage() -> None:
-    assert schedule.parse_time(None) is None
-    assert schedule.parse_time("yesterday") is None
-    assert schedule.parse_time("2026-12-01T09:00:00Z") == datetime.datetime(
+    assert common.parse_time(None) is None
+    assert common.parse_time("yesterday") is None
+    assert common.parse_time("2026-12-01T09:00:00Z") == datetime.datetime(
         2026, 12, 1, 9, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenantry.controller import kubeapi
+from tenantry import kubeapi
 from tenantry.controller.tenant import children, desired, meta, network, rbac
 from tenantry.model import common
 from tenantry.model.tenant import TenantSpec

@@ -17,9 +17,9 @@ from typing import Any, cast
 
 import pytest
 
-from tenantry.controller.kubeapi import ApiError, KubeApi
 from tenantry.controller.tenant import namespaces, reconcile
 from tenantry.controller.tenant.namespaces import Action
+from tenantry.kubeapi import ApiError, KubeApi
 from tenantry.model import common
 from tenantry.model.tenant import EnforcementMode, TenantNamespace
 

@@ -12,8 +12,8 @@ import asyncio
 import copy
 from typing import Any, cast
 
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import desired, rbac, reconcile
+from tenantry.kubeapi import KubeApi
 from tenantry.model import common
 from tenantry.model.tenant import TenantSpec
 

@@ -14,10 +14,11 @@ import asyncio
 import copy
 from typing import Any, cast
 
-from tenantry.controller import kubeapi, protection
-from tenantry.controller.kubeapi import KubeApi
+from tenantry import kubeapi
+from tenantry.controller import protection
 from tenantry.controller.tenant import children, desired, meta, reconcile
 from tenantry.controller.tenant.children import Children
+from tenantry.kubeapi import KubeApi
 from tenantry.model.tenant import TenantSpec
 
 TENANT, UID = "acme", "uid-acme"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tenantry.controller.kubeapi import ApiError
+from tenantry.kubeapi import ApiError
 from tenantry.webhook import certs, tls
 
 NOW = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)

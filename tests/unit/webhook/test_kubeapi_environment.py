@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tenantry.controller import kubeapi
+from tenantry import kubeapi
 
 
 def _kubeconfig(tmp_path: Path, server: str) -> Path:

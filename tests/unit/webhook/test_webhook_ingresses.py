@@ -10,7 +10,7 @@ from typing import Any
 from kubernetes_asyncio import client as aclient
 
 from tenantry.admission import ingress
-from tenantry.controller.kubeapi import KubeApi
+from tenantry.kubeapi import KubeApi
 from tenantry.webhook import ingresses, records, review
 from tenantry.webhook.directory import TenantOf
 from tests.unit.webhook.webhook_unit_helpers import Collected, Tenants, tenant_spec

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenantry.api import audit, deps, exchange, metrics, participants, store, tokenreview
 from tenantry.api.routes import participants as participant_routes
 from tenantry.api.tokens import scoped
-from tenantry.controller.kubeapi import ApiError
 from tenantry.crypto import errors as crypto_errors
+from tenantry.kubeapi import ApiError
 from tenantry.ledger import events
 from tenantry.model import credential
 from tenantry.model.tenant import Role

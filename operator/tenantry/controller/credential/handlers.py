@@ -42,10 +42,10 @@ from typing import Any, cast
 
 import kopf
 
-from tenantry import listwatch, logs, metrics
-from tenantry.controller import audit, events, kubeapi
-from tenantry.controller.credential import ciphertext, custody, reconcile, watches
-from tenantry.crypto import errors
+from tenantry import kubeapi, listwatch, logs, metrics
+from tenantry.controller import audit, events
+from tenantry.controller.credential import ciphertext, reconcile, watches
+from tenantry.crypto import custody, errors
 from tenantry.model import common
 from tenantry.model import credential as credential_model
 from tenantry.model import tenant as tenant_model

@@ -21,10 +21,10 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from tenantry.controller.credential.custody import SealingKeys
 from tenantry.controller.credential.plaintext import Plaintext
 from tenantry.controller.credential.problems import Problem, Reason
 from tenantry.crypto import errors, sealing
+from tenantry.crypto.custody import SealingKeys
 from tenantry.model import common, credential
 
 # Secret types whose deletion would break something other than the Credential's author's data.

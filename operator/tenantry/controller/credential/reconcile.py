@@ -44,11 +44,11 @@ import pydantic
 from tenantry import listwatch
 from tenantry.controller import conditions
 from tenantry.controller.credential import ciphertext, inputs, watches
-from tenantry.controller.credential.custody import KeySource
 from tenantry.controller.credential.plaintext import Fields, same
 from tenantry.controller.credential.problems import Problem, Reason
-from tenantry.controller.kubeapi import FIELD_MANAGER, ApiError, KubeApi
 from tenantry.crypto import errors
+from tenantry.crypto.custody import KeySource
+from tenantry.kubeapi import FIELD_MANAGER, ApiError, KubeApi
 from tenantry.model import common, credential, tenant
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,10 @@ import kopf
 
 from tenantry.api import signing, signingstate
 from tenantry.controller import events
-from tenantry.controller.credential import custody
-from tenantry.controller.kubeapi import ApiError
-from tenantry.controller.rotation import plan, schedule, signingkeys
+from tenantry.controller.rotation import plan, signingkeys
+from tenantry.crypto import custody
+from tenantry.kubeapi import ApiError
+from tenantry.model import common
 
 logger = logging.getLogger(__name__)
 MAX_EVENT_MESSAGE = 1024
@@ -62,7 +63,7 @@ def replica(lease: Mapping[str, Any]) -> signingkeys.Replica:
         name=str(spec.get("holderIdentity") or meta.get("name")),
         verification=frozenset(k for k in kids.split(",") if k),
         signing=str(notes.get(signing.SIGNING_KID) or ""),
-        renewed=schedule.parse_time(spec.get("renewTime")),
+        renewed=common.parse_time(spec.get("renewTime")),
         duration=datetime.timedelta(seconds=duration if isinstance(duration, int)
                                     and 0 < duration <= 3600 else 0))
 

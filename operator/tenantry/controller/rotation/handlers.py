@@ -34,12 +34,12 @@ import pydantic
 
 from tenantry import logs, metrics
 from tenantry.controller import audit, conditions, events
-from tenantry.controller.credential import custody, reconcile
 from tenantry.controller.credential import handlers as credential_handlers
+from tenantry.controller.credential import reconcile
 from tenantry.controller.credential.problems import Problem
-from tenantry.controller.kubeapi import ApiError
 from tenantry.controller.rotation import apisigning, masterkey, plan, signingkeys, webhookcerts
-from tenantry.crypto import errors, keyring
+from tenantry.crypto import custody, errors, keyring
+from tenantry.kubeapi import ApiError
 from tenantry.model import common
 from tenantry.model import credential as credential_model
 from tenantry.model import rotation as rotation_model

@@ -30,10 +30,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tenantry.controller import conditions
-from tenantry.controller.credential import custody
 from tenantry.controller.rotation import plan, schedule
-from tenantry.crypto import errors, keyring
-from tenantry.model import rotation
+from tenantry.crypto import custody, errors, keyring
+from tenantry.model import common, rotation
 
 KEYRING_SECRET_UNAVAILABLE = "KeyringSecretUnavailable"  # noqa: S105 - a reason
 TARGETS_OVERLAP = "TargetsOverlap"
@@ -159,7 +158,7 @@ def _record_keyring(world: plan.World, secret: plan.KeyringSecret,
                     decision: plan.Decision) -> None:
     """Versions, check values and demotion times as the Secret shows them now; versions gone
     since the last step are reported (retired by this policy, or removed by hand)."""
-    now = schedule.format_time(world.now)
+    now = common.format_time(world.now)
     for gone in [v for v in master.versions if v not in secret.versions]:
         in_use = usage.get(gone, 0)
         decision.events.append(("Warning" if in_use else "Normal", "KeyVersionRetired", (
@@ -258,7 +257,7 @@ def _begin(world: plan.World, secret: plan.KeyringSecret, master: rotation.Maste
     new = keyring.version_after(secret.versions)
     master.rotation = rotation.KeyRotation(
         id=id_[:192], step=rotation.KeyStep.ADDING,
-        started_time=schedule.format_time(world.now), from_version=secret.primary,
+        started_time=common.format_time(world.now), from_version=secret.primary,
         new_version=new)
     decision.status.progress = None
     decision.status.failures = []
@@ -285,7 +284,7 @@ def retirement(world: plan.World, secret: plan.KeyringSecret, master: rotation.M
     ready: str | None = None
     for version in old:
         users = [c.name for c in chosen if c.key_version == version]
-        since = schedule.parse_time(master.demoted.get(version)) or world.now
+        since = common.parse_time(master.demoted.get(version)) or world.now
         if version in kept:
             waiting[version] = (f"kept: one of the {world.spec.retain_previous} newest old "
                                 "version(s) (spec.retainPrevious)")
@@ -294,7 +293,7 @@ def retirement(world: plan.World, secret: plan.KeyringSecret, master: rotation.M
                                 f"{plan.listed(users)}"[:256])
         elif since + grace > world.now:
             waiting[version] = (f"unused; grace period (spec.gracePeriod {world.spec.grace_period}"
-                                f") ends at {schedule.format_time(since + grace)}")
+                                f") ends at {common.format_time(since + grace)}")
         elif ready is None:
             ready = version
             waiting[version] = "unused and past its grace period: retired once no rotation runs"

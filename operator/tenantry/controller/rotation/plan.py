@@ -306,7 +306,7 @@ def _ready_reason(status: rotation.RotationPolicyStatus) -> str | None:
 
 def merged_conditions(world: World, updates: Sequence[dict[str, Any]]) -> list[common.Condition]:
     existing = [c.wire() for c in world.status.conditions]
-    merged = conditions.merge(existing, updates, timestamp=schedule.format_time(world.now))
+    merged = conditions.merge(existing, updates, timestamp=common.format_time(world.now))
     return [common.Condition.model_validate(c) for c in merged]
 
 
@@ -319,7 +319,7 @@ def start(world: World, status: rotation.RotationPolicyStatus, chosen: Sequence[
     from_versions = sorted({c.key_version for c in chosen if c.key_version} - {world.primary})
     status.rotation = rotation.ActiveRotation(
         id=id_[:192], target=target,
-        started_time=schedule.format_time(world.now), to_version=world.primary,
+        started_time=common.format_time(world.now), to_version=world.primary,
         from_versions=from_versions)
     status.progress = rotation.Progress(total=len(chosen))
     status.failures = []
@@ -398,7 +398,7 @@ def _complete(world: World, status: rotation.RotationPolicyStatus, decision: Dec
                f"{active.to_version}, {progress.skipped} already current, "
                f"{progress.failed} failed")
     record = rotation.RotationRecord(
-        time=schedule.format_time(world.now), target=active.target,
+        time=common.format_time(world.now), target=active.target,
         from_version=",".join(active.from_versions)[:128] or None, to_version=active.to_version,
         result=result, reencrypted=progress.reencrypted, message=summary)
     status.history = [record, *status.history][:HISTORY_LIMIT]
@@ -430,7 +430,7 @@ def opening(world: World, chosen: Sequence[CredentialInfo], done: Batch | None,
 
     # The schedule: the next time after now, recomputed when the spec changed.
     due = False
-    next_time = schedule.parse_time(status.next_rotation_time)
+    next_time = common.parse_time(status.next_rotation_time)
     spec_changed = world.status.observed_generation != generation
     if (world.spec.schedule is None or world.spec.suspend
             or schedule.problem(world.spec.schedule)):
@@ -439,7 +439,7 @@ def opening(world: World, chosen: Sequence[CredentialInfo], done: Batch | None,
         if next_time is not None and next_time <= world.now:
             due = True
         elif next_time is None or spec_changed:
-            status.next_rotation_time = schedule.format_time(
+            status.next_rotation_time = common.format_time(
                 schedule.next_time(world.spec.schedule, world.now))
     return decision, due
 
@@ -463,7 +463,7 @@ def refuse(world: World, decision: Decision, trouble: tuple[str, str], due: bool
     if reason != _ready_reason(world.status):
         decision.events.append(("Warning", reason, message))
     if due and world.spec.schedule is not None:  # a due slot is not kept for later
-        status.next_rotation_time = schedule.format_time(
+        status.next_rotation_time = common.format_time(
             schedule.next_time(world.spec.schedule, world.now))
     status.conditions = merged_conditions(world, updates)
     return decision
@@ -479,11 +479,11 @@ def due_start(world: World, decision: Decision, due: bool) -> tuple[str, str] | 
         status.last_handled_trigger = trigger
         found = f"trigger {trigger!r}", f"trigger:{trigger}"
     elif due and world.spec.schedule is not None:
-        slot = status.next_rotation_time or schedule.format_time(world.now)
+        slot = status.next_rotation_time or common.format_time(world.now)
         found = f"schedule {world.spec.schedule!r} due at {slot}", f"schedule:{slot}"
     if due and world.spec.schedule is not None and found is not None \
             and found[1].startswith("schedule:"):
-        status.next_rotation_time = schedule.format_time(
+        status.next_rotation_time = common.format_time(
             schedule.next_time(world.spec.schedule, world.now))
     return found
 
@@ -491,7 +491,7 @@ def due_start(world: World, decision: Decision, due: bool) -> tuple[str, str] | 
 def skip_due_slot(world: World, decision: Decision, due: bool) -> None:
     """A slot that falls due while a rotation runs is covered by that rotation."""
     if due and world.spec.schedule is not None:
-        decision.status.next_rotation_time = schedule.format_time(
+        decision.status.next_rotation_time = common.format_time(
             schedule.next_time(world.spec.schedule, world.now))
 
 

@@ -135,11 +135,10 @@ def parse_selector(text: str) -> dict[str, str]:
 async def _offline(args: argparse.Namespace, selection: Selection) -> int:
     import kopf
 
-    from tenantry.controller.credential import custody
     from tenantry.controller.credential import handlers as credential_handlers
-    from tenantry.controller.kubeapi import KubeApi
     from tenantry.controller.rotation import handlers as rotation_handlers
-    from tenantry.crypto import errors
+    from tenantry.crypto import custody, errors
+    from tenantry.kubeapi import KubeApi
     from tenantry.ledger import recorder as ledger_recorder
     from tenantry.ledger.spool import Spool
 
@@ -213,7 +212,7 @@ async def _list(api: Any, selection: Selection) -> list[dict[str, Any]]:
 # -- online: ask the running operator ----------------------------------------------------------
 
 async def _online(args: argparse.Namespace, selection: Selection) -> int:
-    from tenantry.controller.kubeapi import ApiError, KubeApi
+    from tenantry.kubeapi import ApiError, KubeApi
 
     target = args.to_version
     api = await KubeApi.from_kubeconfig(args.kubeconfig)
@@ -284,7 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as error:  # API unreachable, refused: one line, no values
         from kubernetes_asyncio.config import ConfigException
 
-        from tenantry.controller.kubeapi import ApiError
+        from tenantry.kubeapi import ApiError
 
         if isinstance(error, ApiError):
             return _fail(f"{error.status} {error.reason}: {error.message[:300]}")

@@ -40,22 +40,6 @@ def next_time(schedule: str, after: datetime.datetime) -> datetime.datetime:
     return cast(datetime.datetime, following).astimezone(datetime.UTC)
 
 
-def parse_time(value: object) -> datetime.datetime | None:
-    """An RFC 3339 time from status (`2026-12-01T09:00:00Z`), or None if absent or malformed."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
-
-
-def format_time(value: datetime.datetime) -> str:
-    """As Kubernetes writes times: UTC, seconds, `Z`."""
-    return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 

@@ -37,7 +37,7 @@ from typing import Any
 from tenantry.controller import conditions
 from tenantry.controller.rotation import plan, schedule
 from tenantry.crypto import keyring
-from tenantry.model import rotation
+from tenantry.model import common, rotation
 
 SECRET = "tenantry-api-signing-keys"  # noqa: S105 - a name (rfc7517.SIGNING_KEYRING_SECRET)
 SECRET_UNAVAILABLE = "SigningKeysSecretUnavailable"  # noqa: S105 - a reason
@@ -144,7 +144,7 @@ def _record(world: SigningWorld, secret: SigningSecret, keys: rotation.SigningKe
             fresh: Sequence[Replica], decision: plan.Decision) -> None:
     """Versions and kids as the Secret shows them now; versions gone since the last step are
     reported (retired by this policy, or removed by hand)."""
-    now = schedule.format_time(world.base.now)
+    now = common.format_time(world.base.now)
     for gone in [v for v in keys.kids if v not in secret.kids]:
         kid = keys.kids[gone]
         # When the key really left the Secret (the API applied the request a timer round or
@@ -178,7 +178,7 @@ def _begin(world: SigningWorld, secret: SigningSecret, keys: rotation.SigningKey
     new = keyring.version_after(tuple(secret.kids))
     keys.rotation = rotation.SigningRotation(
         id=id_[:192], step=rotation.SigningStep.PUBLISHING,
-        started_time=schedule.format_time(world.base.now), from_version=secret.signing,
+        started_time=common.format_time(world.base.now), from_version=secret.signing,
         new_version=new)
     decision.events.append(("Normal", "RotationStarted", (
         f"{cause}: publishing signing key version {new} (signing now: {secret.signing}, kid "
@@ -247,7 +247,7 @@ def _steps(world: SigningWorld, secret: SigningSecret, keys: rotation.SigningKey
             f"signing key version {new} (kid {kid}) signs in Secret {SECRET}; waiting for API "
             f"replica(s) {_names(behind)} to sign with it; the old key's overlap starts then")), \
             None
-    now = schedule.format_time(world.base.now)
+    now = common.format_time(world.base.now)
     for version in secret.kids:
         if version != new:
             keys.demoted.setdefault(version, now)
@@ -292,13 +292,13 @@ def retirement(world: SigningWorld, secret: SigningSecret, keys: rotation.Signin
     for version, kid in secret.kids.items():
         if version in (secret.signing, new):
             continue
-        since = schedule.parse_time(keys.demoted.get(version)) or now
+        since = common.parse_time(keys.demoted.get(version)) or now
         signers = [r for r in fresh if r.signing == kid]
         if signers or (keys.rotation is not None and version == keys.rotation.from_version):
             waiting[version] = ("still signing on replica(s) " + _names(signers) if signers
                                 else "signs until the rotation in progress completes")[:256]
         elif since + overlap > now:
-            waiting[version] = (f"verifies until {schedule.format_time(since + overlap)} "
+            waiting[version] = (f"verifies until {common.format_time(since + overlap)} "
                                 f"(spec.signingKeyOverlap {world.base.spec.signing_key_overlap}"
                                 " after every replica signed with another key)")
         elif ready is None:

@@ -41,8 +41,8 @@ from typing import Any
 from cryptography import x509
 
 from tenantry.controller import conditions
-from tenantry.controller.rotation import plan, schedule
-from tenantry.model import rotation
+from tenantry.controller.rotation import plan
+from tenantry.model import common, rotation
 from tenantry.webhook import certs
 
 TARGET = rotation.Target.WEBHOOK_CERTIFICATES
@@ -127,7 +127,7 @@ def facts(configmap: Mapping[str, Any]) -> WebhookTls:
     return WebhookTls(
         resource_version=str(meta.get("resourceVersion") or ""),
         serving_serial=certs.serial_text(serving),
-        serving_not_after=schedule.format_time(serving.not_valid_after_utc),
+        serving_not_after=common.format_time(serving.not_valid_after_utc),
         serving_by_ca=certs.issued_by(serving, signer), ca=certs.fingerprint(signer),
         trusted=trusted, requested=certs.request_id(data.get(certs.REQUESTED_KEY)),
         served=certs.request_id(data.get(certs.SERVED_KEY)))
@@ -171,7 +171,7 @@ def _begin(world: plan.World, tls: WebhookTls, cause: str, id_: str,
     rotate_ca = bool(options and options.rotate_ca)
     active = rotation.WebhookCertRotation(
         id=id_[:192], request=request_id(id_, world.now),
-        started_time=schedule.format_time(world.now), rotate_ca=rotate_ca,
+        started_time=common.format_time(world.now), rotate_ca=rotate_ca,
         from_serial=tls.serving_serial, from_ca=tls.ca)
     what = "a new CA and serving certificate" if rotate_ca else "a new serving certificate"
     decision.events.append(("Normal", "RotationStarted", (
@@ -241,7 +241,7 @@ def _complete(world: plan.World, tls: WebhookTls, active: rotation.WebhookCertRo
                + (f"; CA {active.from_ca} -> {tls.ca} (the old CA stays trusted until it "
                   "expires)" if active.rotate_ca else f" (CA {tls.ca} unchanged)"))
     record = rotation.RotationRecord(
-        time=schedule.format_time(world.now), target=TARGET, from_version=active.from_serial,
+        time=common.format_time(world.now), target=TARGET, from_version=active.from_serial,
         to_version=tls.serving_serial, result="Succeeded", message=summary[:1024])
     status.history = [record, *status.history][:plan.HISTORY_LIMIT]
     status.last_rotation_time = record.time

@@ -35,8 +35,7 @@ from typing import Any
 
 from kubernetes_asyncio import client as aclient
 
-from tenantry import aio, listwatch
-from tenantry.controller import kubeapi
+from tenantry import aio, kubeapi, listwatch
 from tenantry.controller.tenant import desired, meta, rbac
 from tenantry.model import common
 

@@ -21,8 +21,8 @@ import dataclasses
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from tenantry.controller.credential import custody
 from tenantry.controller.tenant import meta, namespaces, network, quota, rbac
+from tenantry.crypto import custody
 from tenantry.model import tenant
 
 # Kinds a Tenant's children can have: list each by the tenant label to learn what was applied

@@ -17,11 +17,11 @@ from typing import Any
 
 import kopf
 
-from tenantry import logs, metrics
-from tenantry.controller import audit, diffbase, events, kubeapi
+from tenantry import kubeapi, logs, metrics
+from tenantry.controller import audit, diffbase, events
 from tenantry.controller.credential import watches
-from tenantry.controller.kubeapi import KubeApi
 from tenantry.controller.tenant import children, namespaces, rbac, reconcile
+from tenantry.kubeapi import KubeApi
 from tenantry.model import common
 from tenantry.model import tenant as tenant_model
 

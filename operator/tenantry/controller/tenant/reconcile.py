@@ -30,15 +30,15 @@ import weakref
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from tenantry import metrics
+from tenantry import kubeapi, metrics
 from tenantry.admission import networkpolicy
 from tenantry.admission.violation import Violation
-from tenantry.controller import conditions, kubeapi, protection
-from tenantry.controller.credential import custody
-from tenantry.controller.kubeapi import ApiError, KubeApi
+from tenantry.controller import conditions, protection
 from tenantry.controller.tenant import children as child_view
 from tenantry.controller.tenant import desired, meta, namespaces, rbac
 from tenantry.controller.tenant.children import Children
+from tenantry.crypto import custody
+from tenantry.kubeapi import ApiError, KubeApi
 from tenantry.model import tenant
 
 logger = logging.getLogger(__name__)

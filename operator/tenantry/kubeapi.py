@@ -1,4 +1,7 @@
-"""The operator's only door to the Kubernetes API: async get / list / apply / delete of dicts.
+"""Tenantry's async door to the Kubernetes API: get / list / apply / delete of dicts.
+
+The operator, the webhook and the API pod all use it (so it lives beside them, not in
+`controller/`: the components share it, none owns it).
 
 Why kubernetes_asyncio: it is the official client's generated API surface on asyncio, so it runs
 on kopf's event loop without thread pools, shares auth and kubeconfig handling with the

@@ -1,5 +1,8 @@
 """Key custody: where the operator's keys come from, and how it publishes its public key.
 
+In `crypto/` (pure but for reading the key files): both the operator and the key commands
+(`crypto/cli.py`) use it.
+
 Both keys are files, never API objects the operator reads: in a cluster, Secrets mounted into
 the operator's pod (`manifests/operator/deployment.yaml`); elsewhere, files named by flags or
 environment variables.
