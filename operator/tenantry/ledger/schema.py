@@ -1124,6 +1124,7 @@ ALTER TABLE ledger.chain_heads ADD COLUMN watched boolean NOT NULL DEFAULT false
 
 CREATE OR REPLACE FUNCTION ledger.guard_head() RETURNS trigger
 LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN

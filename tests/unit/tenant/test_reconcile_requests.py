@@ -254,3 +254,51 @@ async def test_a_probe_refused_for_another_reason_is_not_taken_for_enforcement()
                 if desired.is_access(o)} & set(api.sent("apply"))
     [message] = outcome.failures["RBAC"]
     assert "403 Forbidden" in message and protection.POLICY_NAME in message
+
+
+class LiveBindingsApi(PolicyApi):
+    """PolicyApi whose RoleBindings exist as given (name in namespace -> subjects), and which
+    keeps what was applied."""
+
+    def __init__(self, answer: str, live: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+        super().__init__(answer)
+        self.live = live
+        self.applied: dict[meta.ObjectRef, dict[str, Any]] = {}
+
+    async def get(self, api_version: str, kind: str, name: str,
+                  namespace: str | None = None) -> dict[str, Any] | None:
+        if kind != "RoleBinding":
+            return await super().get(api_version, kind, name, namespace)
+        await self._call("get", f"{kind} {namespace}/{name}")
+        subjects = self.live.get((str(namespace), name))
+        if subjects is None:
+            return None
+        return {"roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": name}, "subjects": subjects}
+
+    async def apply(self, obj: dict[str, Any], **options: Any) -> dict[str, Any]:
+        self.applied[meta.ref(obj)] = obj
+        return await super().apply(obj, **options)
+
+
+async def test_a_member_removed_while_the_gate_is_closed_loses_access_at_once() -> None:
+    """No access is granted before the protection policy is seen enforced, but none is kept
+    that the spec took away: a tier's binding is cut down to who it already had."""
+    wanted = desired.desired_objects(TENANT, UID, _spec())
+    owner_binding = next(o for o in wanted if desired.is_access(o)
+                         and o["metadata"]["namespace"] == "acme-prod"
+                         and "alice" in {s["name"] for s in o["subjects"]})
+    name = owner_binding["metadata"]["name"]
+    # Live: alice and mallory (removed from the spec since) hold the tier; apiGroup defaulted.
+    live = {("acme-prod", name): [
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"},
+        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory"}]}
+    api = LiveBindingsApi("not enforced", live)
+    gate = reconcile.ProtectionGate()
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        protection_gate=gate)
+    assert not gate.enforced and list(outcome.failures) == ["RBAC"]
+    applied_access = {ref: obj for ref, obj in api.applied.items() if desired.is_access(obj)}
+    # Only the binding that exists was applied, with no one it did not already have.
+    assert list(applied_access) == [meta.ref(owner_binding)]
+    assert [s["name"] for s in applied_access[meta.ref(owner_binding)]["subjects"]] == ["alice"]

@@ -32,7 +32,9 @@ RETRY_DELAY = 10.0
 """Seconds before a Tenant whose reconcile failed in part (a fence refused, a namespace taken)
 is tried again, unless `tenantry operator run --tenant-retry-delay` (`memo.tenant_retry_delay`)
 says otherwise."""
-# Waiting for the apiserver to enforce the protection policy takes about a second, once.
+# Waiting for the apiserver to enforce the protection policy takes about a second, once: the
+# first retry comes after 1 s, then 2, 4... up to the usual delay (a policy that is never
+# enforced must not have every Tenant reconciled every second).
 PROTECTION_RETRY_DELAY = 1.0
 # Re-applies everything now and then, whatever the watches saw (missed events, a lost watch).
 RESYNC_INTERVAL = 300.0
@@ -110,7 +112,7 @@ def _failure_summary(outcome: reconcile.Outcome) -> str:
 @events.reported
 async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                            status: kopf.Status, body: kopf.Body, memo: kopf.Memo, reason: str,
-                           **_: Any) -> None:
+                           retry: int = 0, **_: Any) -> None:
     new_status, outcome = await _reconcile_and_report(
         memo.api, name, uid, spec, meta.get("generation"), status, body, _children(memo),
         _protection_gate(memo))
@@ -131,7 +133,7 @@ async def reconcile_tenant(name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta
     if outcome.failures:
         raise kopf.TemporaryError(_failure_summary(outcome), delay=(
             _retry_delay(memo) if _protection_gate(memo).enforced
-            else PROTECTION_RETRY_DELAY))
+            else min(PROTECTION_RETRY_DELAY * 2 ** min(retry, 10), _retry_delay(memo))))
 
 
 @kopf.timer(*TENANTS, interval=RESYNC_INTERVAL, initial_delay=RESYNC_INTERVAL, idle=60)

@@ -351,17 +351,16 @@ async def _apply_stage(api: KubeApi, objects: Sequence[meta.Manifest], outcome: 
 
 async def _apply_all(api: KubeApi, tenant_name: str, objects: Sequence[meta.Manifest],
                      outcome: Outcome, children: Children | None = None, *,
-                     skip_unchanged: bool = False, withhold: Collection[str] = ()) -> None:
+                     skip_unchanged: bool = False) -> None:
     """Apply `objects` stage by stage; with `children` and `skip_unchanged`, leave out what
-    would not change; no access in the namespaces of `withhold`."""
+    would not change."""
     stages: dict[int, list[meta.Manifest]] = {}
     for obj in objects:
         stages.setdefault(_stage(obj), []).append(obj)
     failed: list[meta.ObjectRef] = []
     for stage in sorted(stages):
         # Fences come in earlier stages, so by the access stage every failed fence is known.
-        batch = desired.withhold_access(stages[stage],
-                                        {*desired.unfenced(failed), *withhold})
+        batch = desired.withhold_access(stages[stage], desired.unfenced(failed))
         if children is not None and skip_unchanged:
             changing = [obj for obj in batch if not child_view.unchanged(
                 children.get(meta.ref(obj)), obj, children.written(meta.ref(obj)))]
@@ -481,9 +480,10 @@ async def _reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
         tenant_name, tenant_uid, spec, granted=granted,
         operator_namespace=custody.operator_namespace())]
     unprotected = await protection_gate.problem(api, min(granted)) if granted else None
-    await _apply_all(api, tenant_name, _not_just_created(wanted, outcome), outcome,
-                     children, skip_unchanged=resync,
-                     withhold=granted if unprotected else ())
+    applying = _not_just_created(wanted, outcome)
+    if unprotected:
+        applying = await _without_new_access(api, applying, outcome)
+    await _apply_all(api, tenant_name, applying, outcome, children, skip_unchanged=resync)
     if unprotected:
         outcome.fail("RBAC", unprotected)
         for name in granted:
@@ -493,6 +493,38 @@ async def _reconcile(api: KubeApi, tenant_name: str, tenant_uid: str,
         await _prune(api, tenant_name, wanted, spec.deletion_policy, outcome, previous)
     await _check_tenant_policies(api, tenant_name, spec, granted, outcome)
     return outcome
+
+
+def _subject_key(subject: Mapping[str, Any]) -> tuple[str, str, str]:
+    # As the apiserver defaults it, apiGroup is no part of who a subject is.
+    return (str(subject.get("kind")), str(subject.get("namespace") or ""),
+            str(subject.get("name")))
+
+
+async def _without_new_access(api: KubeApi, objects: Sequence[meta.Manifest],
+                              outcome: Outcome) -> list[meta.Manifest]:
+    """`objects` as they may be applied while the protection policy is not seen enforced: no
+    access is granted, but access taken away still is. Each RoleBinding of people is cut down
+    to the subjects its live version already has (a member removed or moved to another tier
+    loses the binding now), and one that does not exist yet is left out."""
+    kept: list[meta.Manifest] = []
+    for obj in objects:
+        if not desired.is_access(obj):
+            kept.append(obj)
+            continue
+        ref = meta.ref(obj)
+        try:
+            live = await api.get(ref.api_version, ref.kind, ref.name, ref.namespace or None)
+        except ApiError as error:
+            outcome.fail("RBAC", f"reading {ref} to keep its access from growing: {error}")
+            continue
+        if live is None or live.get("roleRef") != obj.get("roleRef"):
+            continue
+        present = {_subject_key(subject) for subject in live.get("subjects") or []}
+        narrowed = {**obj, "subjects": [subject for subject in obj.get("subjects") or []
+                                        if _subject_key(subject) in present]}
+        kept.append(meta.stamped(narrowed))
+    return kept
 
 
 async def _check_tenant_policies(api: KubeApi, tenant_name: str, spec: tenant.TenantSpec,
