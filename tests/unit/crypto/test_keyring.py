@@ -255,12 +255,7 @@ def test_a_key_removed_by_a_secret_update_is_skipped_while_its_link_still_dangle
     """The kubelet swaps `..data` to the new payload first and unlinks the removed keys' links
     after: a reader in between sees a dangling `v1` link, which is a key that is gone, not a
     broken keyring. A real file that is not regular is still refused."""
-    _write_mounted_secret(tmp_path, {"v1": B64_1, "v2": B64_2, "primary": "v2"})
-    newer = tmp_path / "..2026_01_02_00_00_00.000000001"
-    newer.mkdir()
-    (newer / "v2").write_text(B64_2)
-    (newer / "primary").write_text("v2")
-    (tmp_path / "..data_tmp").symlink_to(newer.name)
+    _stage_removal_of_v1(tmp_path)
     (tmp_path / "..data_tmp").replace(tmp_path / "..data")  # v1's link now dangles
 
     ring = keyring.load_directory(tmp_path)
@@ -272,17 +267,23 @@ def test_a_key_removed_by_a_secret_update_is_skipped_while_its_link_still_dangle
         keyring.load_directory(tmp_path)
 
 
-@pytest.mark.parametrize("swapped_during", ["is_file", "read_text"])
-def test_a_key_whose_link_starts_dangling_while_it_is_read_is_skipped(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped_during: str) -> None:
-    """The same kubelet swap landing between the loader's checks of one entry (CI met it in
-    the MasterKey e2e: the link still resolved when looked at, was gone when read)."""
+def _stage_removal_of_v1(tmp_path: Path) -> None:
+    """A mounted Secret holding v1 and v2, and the kubelet's next version (v2 only) staged as
+    `..data_tmp`, ready to be swapped in."""
     _write_mounted_secret(tmp_path, {"v1": B64_1, "v2": B64_2, "primary": "v2"})
     newer = tmp_path / "..2026_01_02_00_00_00.000000001"
     newer.mkdir()
     (newer / "v2").write_text(B64_2)
     (newer / "primary").write_text("v2")
     (tmp_path / "..data_tmp").symlink_to(newer.name)
+
+
+@pytest.mark.parametrize("swapped_during", ["is_file", "read_text"])
+def test_a_key_whose_link_starts_dangling_while_it_is_read_is_skipped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped_during: str) -> None:
+    """The same kubelet swap landing between the loader's checks of one entry (CI met it in
+    the MasterKey e2e: the link still resolved when looked at, was gone when read)."""
+    _stage_removal_of_v1(tmp_path)
     real = getattr(Path, swapped_during)
     swapped: list[bool] = []
 
@@ -303,12 +304,7 @@ def test_a_key_whose_link_is_unlinked_while_it_is_read_is_skipped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, removed_during: str) -> None:
     """The kubelet's whole update (swap, then unlink the removed key's link) landing between
     the loader's listing of the directory and its checks of `v1`: gone is removed, too."""
-    _write_mounted_secret(tmp_path, {"v1": B64_1, "v2": B64_2, "primary": "v2"})
-    newer = tmp_path / "..2026_01_02_00_00_00.000000001"
-    newer.mkdir()
-    (newer / "v2").write_text(B64_2)
-    (newer / "primary").write_text("v2")
-    (tmp_path / "..data_tmp").symlink_to(newer.name)
+    _stage_removal_of_v1(tmp_path)
     real = getattr(Path, removed_during)
     removed: list[bool] = []
 
