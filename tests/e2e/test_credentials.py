@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
+import kopf
 import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import x25519
 from kubernetes import client
 
 from tenantry import kube
+from tenantry.controller import diffbase
 from tenantry.crypto import custody, envelope, keyring, sealing
 from tenantry.devcluster.cluster import LocalControlPlane
 from tenantry.devcluster.devenv import install_crds
@@ -262,6 +264,32 @@ def test_sealed_credential_is_stored_only_as_ciphertext_under_the_tenants_key(
     assert actions[0]["changes"]["keyId"] == key_id
     assert (actions[0]["resource_kind"], actions[0]["resource_name"]) == (
         "Credential", "payments-api")
+
+
+def test_a_credential_created_with_a_forged_handled_record_is_still_encrypted(
+        admin_api: client.ApiClient, tenants: TenantFactory, as_user: UserApi,
+        public_key: x25519.X25519PublicKey) -> None:
+    """A tenant's owner creates a Credential whose annotation, kopf's old place for its record
+    of what it handled, claims this very body was handled already. That record is only the
+    operator's in the status; an annotation on a new object is nobody's word, so the create is
+    handled at once (not left to the resync, two minutes later)."""
+    name = unique("forged")
+    namespace = f"{name}-prod"
+    tenants(name, [namespace], [owner(f"{name}-alice")])
+    alice = client.CustomObjectsApi(as_user(f"{name}-alice"))
+    body = _credential(namespace, "claimed", sealed=_seal(
+        public_key, namespace, "claimed", {"token": plaintext("forged-record")}))
+    # The body as the apiserver would store it (defaults filled in), and kopf's record of it.
+    stored = eventually(lambda: alice.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body, dry_run="All"),
+        what="the owner's access to Credentials")
+    claimed = json.dumps(diffbase.DiffBase().build(body=kopf.Body(stored)))
+    body["metadata"]["annotations"] = {f"{GROUP}/{diffbase.KEY}": claimed + "\n"}
+    alice.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    obj = _ready(admin_api, namespace, "claimed", reason="Encrypted", timeout=30.0)
+    assert obj["status"]["encryptionGeneration"] == 1
+    assert json.loads(obj["status"]["handledConfiguration"])["spec"] == obj["spec"]
+    assert _ciphertext(admin_api, namespace, "claimed").type == ENCRYPTED
 
 
 def _published(api: client.ApiClient) -> dict[str, Any]:

@@ -60,14 +60,62 @@ def test_fetch_reads_the_status_and_a_handled_body_shows_no_change() -> None:
     assert storage.fetch(body=body) == storage.build(body=body)
 
 
+def _upgraded(raw: dict[str, Any], *, generation: int = 3) -> dict[str, Any]:
+    """`raw` as an operator that kept the diff base in an annotation left it: handled at
+    `generation`, its status saying so."""
+    storage = diffbase.DiffBase()
+    handled = json.dumps(storage.build(body=kopf.Body(raw)))  # type: ignore[arg-type]
+    raw["metadata"].setdefault("annotations", {})[ANNOTATION] = handled + "\n"
+    raw["metadata"]["generation"] = generation
+    raw["status"] = {"observedGeneration": generation, "conditions": []}
+    return raw
+
+
 def test_an_upgraded_credential_falls_back_to_its_old_annotation_which_never_counts() -> None:
     storage = diffbase.DiffBase()
-    old = _credential()
-    handled = json.dumps(storage.build(body=kopf.Body(old)))  # type: ignore[arg-type]
-    old["metadata"]["annotations"][ANNOTATION] = handled + "\n"
-    body = kopf.Body(old)  # type: ignore[arg-type]
-    assert storage.fetch(body=body) == json.loads(handled)
-    assert storage.build(body=body) == json.loads(handled)
+    handled = storage.build(body=kopf.Body(_credential()))  # type: ignore[arg-type]
+    body = kopf.Body(_upgraded(_credential()))  # type: ignore[arg-type]
+    assert storage.fetch(body=body) == handled
+    assert storage.build(body=body) == handled
+
+
+def test_a_new_credential_with_a_forged_annotation_is_still_handled() -> None:
+    """A tenant's admin creates a Credential claiming, in kopf's old annotation, that it was
+    handled already. A new object has no status (the apiserver drops it on create), so the
+    annotation is nobody's word: kopf gets no diff base and handles the create."""
+    storage = diffbase.DiffBase()
+    raw = _credential()
+    raw["metadata"]["generation"] = 1
+    claimed = json.dumps(storage.build(body=kopf.Body(raw)))  # type: ignore[arg-type]
+    raw["metadata"]["annotations"][ANNOTATION] = claimed
+    assert storage.fetch(body=kopf.Body(raw)) is None  # type: ignore[arg-type]
+    raw["status"] = {"conditions": []}  # status, but not the operator's handling
+    assert storage.fetch(body=kopf.Body(raw)) is None  # type: ignore[arg-type]
+
+
+def test_an_annotation_forged_with_a_new_spec_on_an_upgraded_object_hides_no_change() -> None:
+    """On an object an older operator handled (annotation, no status record), whoever may
+    patch it changes the spec and rewrites the annotation to match: the spec's new generation
+    is not the one the status says was handled, so kopf handles it."""
+    storage = diffbase.DiffBase()
+    for raw in (_upgraded(_credential()), _upgraded(_tenant())):
+        raw["spec"]["fromSecret" if raw["kind"] == "Credential" else "namespaces"] = (
+            {"name": "other"} if raw["kind"] == "Credential" else [{"name": "elsewhere"}])
+        raw["metadata"]["generation"] += 1
+        raw["metadata"]["annotations"][ANNOTATION] = json.dumps(
+            storage.build(body=kopf.Body(raw)))  # type: ignore[arg-type]
+        body = kopf.Body(raw)  # type: ignore[arg-type]
+        assert storage.fetch(body=body) is None
+        assert diffbase.handled(body) is not None
+
+
+def test_other_kinds_still_trust_their_annotation() -> None:
+    storage = diffbase.DiffBase()
+    raw = _policy()
+    raw["metadata"]["annotations"] = {ANNOTATION: json.dumps(
+        storage.build(body=kopf.Body(raw)))}  # type: ignore[arg-type]
+    assert storage.fetch(body=kopf.Body(raw)) == storage.build(  # type: ignore[arg-type]
+        body=kopf.Body(raw))  # type: ignore[arg-type]
 
 
 def test_kopfs_own_progress_annotations_and_the_status_are_not_a_change() -> None:

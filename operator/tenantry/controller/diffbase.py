@@ -27,9 +27,11 @@ admins may write, but the status subresource still narrows who can forge the rec
 who may write a Tenant's status (the operator), as RBAC grants the two apart.
 
 Objects handled by an earlier operator keep their annotation until it is no longer needed:
-`fetch` falls back to it, the next handled change writes the status field, and the annotation
-is then ignored (never part of the compared essence, like every `tenantry.dev/` annotation
-kopf's own storages write: progress records of retries).
+`fetch` falls back to it (only while the status says that operator handled the current
+generation: an annotation alone is anybody's word, see `_handled_this_generation`), the next
+handled change writes the status field, and the annotation is then ignored (never part of the
+compared essence, like every `tenantry.dev/` annotation kopf's own storages write: progress
+records of retries).
 """
 
 from __future__ import annotations
@@ -59,6 +61,19 @@ def in_status(body: Mapping[str, Any]) -> bool:
     """Whether `body`'s diff base lives in its status (Credentials, Tenants)."""
     return body.get("kind") in STATUS_KINDS and \
         str(body.get("apiVersion", "")).startswith(f"{common.GROUP}/")
+
+
+def _handled_this_generation(body: Mapping[str, Any]) -> bool:
+    """Whether the operator's status says it handled `body`'s current generation: the only
+    case in which an old annotation may still stand for the diff base (objects handled by an
+    operator that kept it there). Anyone who may patch the object may write the annotation,
+    also on create; only the operator writes the status (the status subresource: a create or
+    an update of the object itself never carries one). Without this, a tenant's admin could
+    create a Credential whose forged annotation claims it handled already, and kopf would skip
+    it; or, on an object handled by an older operator, forge it together with a new spec."""
+    observed = (body.get("status") or {}).get("observedGeneration")
+    generation = (body.get("metadata") or {}).get("generation")
+    return isinstance(observed, int) and observed == generation
 
 
 def _encode(essence: kopf.BodyEssence) -> str:
@@ -109,9 +124,12 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         if in_status(body):
-            encoded = (body.get("status") or {}).get(STATUS_FIELD)
+            status = body.get("status") or {}
+            encoded = status.get(STATUS_FIELD)
             if isinstance(encoded, str):
                 return cast(kopf.BodyEssence, json.loads(encoded))
+            if not _handled_this_generation(body):
+                return None  # a new object, or changed since: handled as new, never skipped
         return super().fetch(body=body)
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch,
