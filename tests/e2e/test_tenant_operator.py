@@ -223,7 +223,8 @@ def test_the_operators_protection_probe_tells_an_enforced_policy_from_a_missing_
     operator grants no access before its dry-run probe is refused by the protection policy.
     Here the probe runs as the operator, against the real apiserver: refused while the policy
     is bound; stored (a dry run: nothing is) once the binding is gone, which a fresh gate
-    reports as a reason to withhold access; refused again once the binding is back."""
+    reports as a reason to withhold access; refused again once the binding is back; and not
+    taken for enforced while the apiserver enforces an earlier version of the policy."""
     name = unique("probe")
     tenants(name, [name], [owner(f"{name}-alice")])
     core = client.CoreV1Api(as_user(OPERATOR_USER, OPERATOR_GROUPS))
@@ -256,6 +257,28 @@ def test_the_operators_protection_probe_tells_an_enforced_policy_from_a_missing_
         kube.apply(admin_api, protection.protection_policy([OPERATOR_USER]))
     eventually(lambda: asyncio.run(gate_says()) is None, timeout=30,
                what="the re-bound policy to be enforced again")
+
+    # An earlier version of the policy (here: the same, but for the probe name its own
+    # version reserved), as an apiserver still enforces it a moment after an upgrade re-applied
+    # the policy: it refuses the earlier probe, not this version's, so the gate stays closed.
+    earlier_name = "tenantry-protection-probe"
+    earlier = json.loads(json.dumps(protection.protection_policy([OPERATOR_USER])).replace(
+        protection.PROBE_NAME, earlier_name))
+    kube.apply(admin_api, earlier)
+    try:
+        problem = eventually(lambda: asyncio.run(gate_says()), timeout=30,
+                             what="the apiserver to enforce the earlier version")
+        assert "takes a moment to load" in problem
+        earlier_probe = {**protection.probe_object(name), "metadata": {
+            "name": earlier_name, "namespace": name}}
+        with pytest.raises(client.ApiException) as refused_earlier:
+            core.create_namespaced_limit_range(name, earlier_probe, dry_run="All")
+        assert protection.refused_by_policy(refused_earlier.value.status,
+                                            refused_earlier.value.body)
+    finally:
+        kube.apply(admin_api, protection.protection_policy([OPERATOR_USER]))
+    eventually(lambda: asyncio.run(gate_says()) is None, timeout=30,
+               what="this version of the policy to be enforced again")
 
 
 def test_namespace_conflicts_are_reported_never_taken(admin_api: client.ApiClient,

@@ -20,11 +20,14 @@ compiled it. Until then nothing would stop a tenant member from binding everyone
 fence, so the operator grants no access before it has seen the policy refuse something: a
 dry-run create of a LimitRange named `PROBE_NAME` in a tenant namespace (a kind the operator may
 write in any namespace from the start), the one write of the operator's that the exemption does
-not cover (`probe_object`, `refused_by_policy`).
+not cover (`probe_object`, `refused_by_policy`). The name carries a fingerprint of this version
+of the policy, so that after an upgrade the version still loaded is not taken for this one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +55,12 @@ CONTROL_PLANE_USER_PREFIX = "system:serviceaccount:kube-system:"
 
 
 # The operator's probe: its name is reserved, so the policy refuses it once it is enforced.
-PROBE_NAME = "tenantry-protection-probe"
+# The name ends in a fingerprint of this version of the policy (`_fingerprint`), and only
+# this version's matchCondition leaves that name to the validations: an apiserver still
+# enforcing an earlier version (a moment after an upgrade re-applied it) exempts the
+# operator's dry run as it exempts all its writes, so the probe is stored, "not enforced".
+PROBE_PREFIX = "tenantry-protection-probe-"
+_PROBE_PLACEHOLDER = "@PROBE@"
 
 
 def probe_object(namespace: str) -> dict[str, Any]:
@@ -68,11 +76,11 @@ def refused_by_policy(status: int, message: str) -> bool:
     return status in (403, 422) and f"ValidatingAdmissionPolicy '{POLICY_NAME}'" in message
 
 
-def _probe() -> str:
+def _probe(name: str) -> str:
     # Only a dry run (nothing is stored either way) of a CREATE, where `object` is set.
     return ("request.dryRun == true && request.operation == 'CREATE' && "
             "request.resource.resource == 'limitranges' && "
-            f"object.metadata.name == '{PROBE_NAME}'")
+            f"object.metadata.name == '{name}'")
 
 
 def _cel_list(values: Sequence[str]) -> str:
@@ -93,6 +101,10 @@ def _reserved_name(var: str) -> str:
 
 def protection_policy(exempt_users: Sequence[str]) -> list[dict[str, Any]]:
     """The policy and its binding; `exempt_users` are the operator's identities."""
+    return _policy_and_binding(exempt_users, PROBE_NAME)
+
+
+def _policy_and_binding(exempt_users: Sequence[str], probe_name: str) -> list[dict[str, Any]]:
     exempt = sorted({*exempt_users, *CONTROL_PLANE_USERS})
     labels = {common.MANAGED_BY_LABEL: "tenantry"}
     policy = {
@@ -110,7 +122,7 @@ def protection_policy(exempt_users: Sequence[str]) -> list[dict[str, Any]]:
             "matchConditions": [{
                 "name": "not-exempt",
                 "expression": (
-                    f"({_probe()}) || ("
+                    f"({_probe(probe_name)}) || ("
                     f"!(request.userInfo.username in {_cel_list(exempt)}) && "
                     f"!request.userInfo.username.startsWith('{CONTROL_PLANE_USER_PREFIX}') && "
                     "!('system:masters' in request.userInfo.groups))"
@@ -160,3 +172,15 @@ def protection_policy(exempt_users: Sequence[str]) -> list[dict[str, Any]]:
         },
     }
     return [policy, binding]
+
+
+def _fingerprint() -> str:
+    """What tells this version of the policy from others: a hash of everything it refuses and
+    how (the exempt identities, which differ per install, left out)."""
+    policy, binding = _policy_and_binding((), _PROBE_PLACEHOLDER)
+    encoded = json.dumps([policy["spec"], binding["spec"]], sort_keys=True)
+    return hashlib.sha256(encoded.encode()).hexdigest()[:12]
+
+
+PROBE_NAME = PROBE_PREFIX + _fingerprint()
+"""The probe's name: refused by this version of the policy only."""

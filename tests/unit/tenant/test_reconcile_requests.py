@@ -208,9 +208,14 @@ class PolicyApi(RecordingApi):
         return obj
 
 
+# A gate that confirms a refusal at once (the real one asks again a second later).
+def _gate() -> reconcile.ProtectionGate:
+    return reconcile.ProtectionGate(confirm_after=0.01)
+
+
 async def test_no_one_is_let_in_before_the_protection_policy_is_seen_enforced() -> None:
     api = PolicyApi("not enforced")
-    gate = reconcile.ProtectionGate()
+    gate = _gate()
     outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
                                         first_time=True, protection_gate=gate)
     wanted = desired.desired_objects(TENANT, UID, _spec())
@@ -234,19 +239,79 @@ async def test_no_one_is_let_in_before_the_protection_policy_is_seen_enforced() 
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
 
-    # Seen enforced: access is granted, and the gate does not ask again.
+    # Seen enforced (refused, and refused again a moment later): access is granted, and the
+    # gate does not ask again.
     api.answer = "enforced"
     outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
                                         protection_gate=gate)
     assert gate.enforced and not outcome.failures and not outcome.withheld
     assert access <= set(api.sent("apply"))
     await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), protection_gate=gate)
+    assert len(api.probes) == 3
+
+
+class ChangingPolicyApi(PolicyApi):
+    """Answers the probes in turn from `answers` (the last one from then on)."""
+
+    def __init__(self, *answers: str) -> None:
+        super().__init__(answers[0])
+        self.answers = list(answers)
+
+    async def create(self, obj: dict[str, Any], **options: Any) -> dict[str, Any]:
+        if obj["kind"] == "LimitRange":
+            self.answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return await super().create(obj, **options)
+
+
+async def test_one_refusal_is_not_enough_when_the_next_probe_is_let_through() -> None:
+    """With several apiservers, the one that refused the probe has loaded the policy; the one
+    that lets the next probe through has not. The gate stays closed until two refusals a
+    moment apart."""
+    api = ChangingPolicyApi("enforced", "not enforced", "enforced", "enforced")
+    gate = _gate()
+    first = await gate.problem(cast(KubeApi, api), "acme-prod")
+    assert first is not None and "enforces" in first and not gate.enforced
+    assert len(api.probes) == 2  # refused, then asked again a moment later: let through
+    assert await gate.problem(cast(KubeApi, api), "acme-prod") is None and gate.enforced
+    assert len(api.probes) == 4
+
+
+async def test_a_refusal_is_confirmed_after_the_wait_the_gate_is_given() -> None:
+    api = PolicyApi("enforced")
+    gate = reconcile.ProtectionGate(confirm_after=0.2)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await gate.problem(cast(KubeApi, api), "acme-prod") is None
+    assert loop.time() - started >= 0.2 and len(api.probes) == 2
+
+
+async def test_tenants_that_ask_at_once_share_one_probe() -> None:
+    api = PolicyApi("enforced")
+    gate = _gate()
+    answers = await asyncio.gather(*(gate.problem(cast(KubeApi, api), f"ns-{i}")
+                                     for i in range(20)))
+    assert answers == [None] * 20 and gate.enforced
     assert len(api.probes) == 2
+
+
+def test_the_probe_is_named_for_this_version_of_the_policy() -> None:
+    """Only this version's matchCondition leaves the probe's name to the validations; an
+    earlier version, still enforced a moment after an upgrade, exempts it like every write
+    of the operator's, so it is not taken for this one (the e2e test shows it on the real
+    apiserver)."""
+    policy, _binding = protection.protection_policy(["system:serviceaccount:t:op"])
+    [condition] = policy["spec"]["matchConditions"]
+    assert f"object.metadata.name == '{protection.PROBE_NAME}'" in condition["expression"]
+    fingerprint = protection.PROBE_NAME.removeprefix(protection.PROBE_PREFIX)
+    assert len(fingerprint) == 12 and set(fingerprint) <= set("0123456789abcdef")
+    # The same whoever the operator is: the fingerprint is of what the policy refuses.
+    other, _ = protection.protection_policy(["system:serviceaccount:u:other"])
+    assert protection.PROBE_NAME in other["spec"]["matchConditions"][0]["expression"]
 
 
 async def test_a_probe_refused_for_another_reason_is_not_taken_for_enforcement() -> None:
     api = PolicyApi("rbac")
-    gate = reconcile.ProtectionGate()
+    gate = _gate()
     outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
                                         first_time=True, protection_gate=gate)
     assert not gate.enforced
@@ -294,7 +359,7 @@ async def test_a_member_removed_while_the_gate_is_closed_loses_access_at_once() 
         {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"},
         {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory"}]}
     api = LiveBindingsApi("not enforced", live)
-    gate = reconcile.ProtectionGate()
+    gate = _gate()
     outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
                                         protection_gate=gate)
     assert not gate.enforced and list(outcome.failures) == ["RBAC"]

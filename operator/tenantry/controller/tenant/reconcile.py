@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 import weakref
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from tenantry import kubeapi, metrics
@@ -199,28 +200,69 @@ class Outcome:
         self.failures.setdefault(part, []).append(message)
 
 
+CONFIRM_AFTER = 1.0
+"""Seconds between the first refusal of the probe and the one that opens the gate."""
+
+
 @dataclasses.dataclass
 class ProtectionGate:
     """Whether the apiserver enforces the protection policy yet (`controller.protection`).
 
-    Learned once per operator process, from the policy refusing the operator's dry-run probe
-    in a tenant namespace; until then every Tenant's RoleBindings are withheld and the Tenant
-    is retried. Once seen enforced, it stays so: the operator only ever re-applies the policy.
+    Learned once per operator process, from this version of the policy refusing the operator's
+    dry-run probe in a tenant namespace; until then every Tenant's RoleBindings are withheld
+    and the Tenant is retried. Once seen enforced, it stays so: the operator only ever
+    re-applies the policy.
+
+    Two refusals `confirm_after` seconds apart open it, not one (the probe asks again after
+    the first, while the reconciliations that asked wait): with several apiservers (HA), each
+    loads a new policy from its own watch and the operator's requests reach only one of them,
+    so a refusal says that one has it, and the others get it within moments (their watches
+    follow the same etcd). Tenants that ask at once share one probe.
     """
 
     enforced: bool = False
+    confirm_after: float = CONFIRM_AFTER
+    clock: Callable[[], float] = time.monotonic
+    first_refused: float | None = None
+    _probing: asyncio.Future[str | None] | None = dataclasses.field(default=None, repr=False)
 
     async def problem(self, api: KubeApi, namespace: str) -> str | None:
         """None once the policy is enforced; otherwise why no access may be granted yet."""
         if self.enforced:
             return None
+        if self._probing is None:
+            self._probing = asyncio.ensure_future(self._probe(api, namespace))
+        probing = self._probing
+        try:
+            return await asyncio.shield(probing)
+        finally:
+            if probing.done() and self._probing is probing:
+                self._probing = None
+
+    async def _probe(self, api: KubeApi, namespace: str) -> str | None:
+        while True:
+            problem = await self._ask(api, namespace)
+            if problem is not None:
+                self.first_refused = None
+                return problem
+            now = self.clock()
+            if self.first_refused is None:
+                self.first_refused = now
+            waited = now - self.first_refused
+            if waited >= self.confirm_after:
+                break
+            await asyncio.sleep(self.confirm_after - waited)
+        self.enforced = True
+        logger.info("the apiserver enforces ValidatingAdmissionPolicy %s: granting tenants "
+                    "access", protection.POLICY_NAME)
+        return None
+
+    async def _ask(self, api: KubeApi, namespace: str) -> str | None:
+        """None when this version of the policy refused the probe; otherwise why not."""
         try:
             await api.create(protection.probe_object(namespace), dry_run=True)
         except ApiError as error:
             if protection.refused_by_policy(error.status, error.message):
-                self.enforced = True
-                logger.info("the apiserver enforces ValidatingAdmissionPolicy %s: granting "
-                            "tenants access", protection.POLICY_NAME)
                 return None
             return (f"no access granted until the apiserver is seen enforcing "
                     f"ValidatingAdmissionPolicy {protection.POLICY_NAME}: its dry-run probe "
