@@ -230,14 +230,10 @@ class ProtectionGate:
         """None once the policy is enforced; otherwise why no access may be granted yet."""
         if self.enforced:
             return None
-        if self._probing is None:
+        if self._probing is None or self._probing.done():  # never an earlier probe's answer
             self._probing = asyncio.ensure_future(self._probe(api, namespace))
-        probing = self._probing
-        try:
-            return await asyncio.shield(probing)
-        finally:
-            if probing.done() and self._probing is probing:
-                self._probing = None
+        # Shielded: one reconciliation cancelled does not cancel the others' probe.
+        return await asyncio.shield(self._probing)
 
     async def _probe(self, api: KubeApi, namespace: str) -> str | None:
         while True:
