@@ -6,12 +6,16 @@
   default-deny in one namespace, as a broken or hostile admission chain would.
 - Two Tenants racing for one new namespace: exactly one wins, the namespace's tenant label never
   changes after the first claim, and every other Tenant reports the conflict.
+- A workload (or everyone) among the members: a ServiceAccount spelled as the User or Group RBAC
+  matches it by, given owner or admin, lets any member promote themselves through a pod; the
+  groups that mean everyone let other tenants in. The apiserver refuses such a Tenant.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -294,3 +298,84 @@ def test_narrowing_the_allow_list_reports_tenant_policies_now_wider(
         "network": {"egress": [payments]}}})
     restored = tenants.wait_for(name)  # type: ignore[attr-defined]
     assert conditions_of(restored)["TenantNetworkPolicies"]["reason"] == "WithinAllowList"
+
+
+def _token_client(admin_api: client.ApiClient, token: str) -> client.ApiClient:
+    """An ApiClient that authenticates with a bearer token, as a pod would."""
+    config = copy.copy(admin_api.configuration)
+    config.cert_file = config.key_file = None
+    config.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(config)
+
+
+# (case id, how the platform spelled the subject, the rule the apiserver must quote)
+SERVICE_ACCOUNTS_IN_DISGUISE = [
+    ("user-spelling-as-owner",
+     lambda ns: {"kind": "User", "name": f"system:serviceaccount:{ns}:ci", "role": "owner"},
+     "a ServiceAccount member may have role member or viewer"),
+    ("namespace-group-as-admin",
+     lambda ns: {"kind": "Group", "name": f"system:serviceaccounts:{ns}", "role": "admin"},
+     "a ServiceAccount member may have role member or viewer"),
+    ("everyone-as-viewer",
+     lambda ns: {"kind": "Group", "name": "system:authenticated", "role": "viewer"},
+     "must not grant access to everyone"),
+    ("every-workload-as-member",
+     lambda ns: {"kind": "Group", "name": "system:serviceaccounts", "role": "member"},
+     "must not grant access to everyone"),
+]
+
+
+@pytest.mark.parametrize(("spelled", "rule"), [case[1:] for case in SERVICE_ACCOUNTS_IN_DISGUISE],
+                         ids=[case[0] for case in SERVICE_ACCOUNTS_IN_DISGUISE])
+def test_no_member_spelling_lets_a_workload_administer_its_tenant_or_everyone_in(
+        admin_api: client.ApiClient, tenants: TenantFactory, as_user: UserApi,
+        spelled: Any, rule: str) -> None:
+    """The schema keeps ServiceAccount members at member or viewer, because any member may run
+    a pod as any ServiceAccount of the namespace. Spelled as the User the SA authenticates as,
+    or as its namespace's Group, the same account must not become an owner or admin; and the
+    groups that mean everyone may not be members at all (the operator's own RoleBindings are
+    exempt from the protection policy that refuses those to tenants).
+
+    The attack when such a Tenant is accepted: member bob runs a pod as ServiceAccount `ci`
+    (the token below is what the kubelet would mount) and, with its token, binds himself
+    `tenantry:owner`; or anyone in the cluster reads the tenant."""
+    name = unique("disguise")
+    ns, bob = f"{name}-a", f"{name}-bob"
+    members = [owner(f"{name}-alice"), _member(bob), spelled(ns)]
+    refused: client.ApiException | None = None
+    try:
+        tenants(name, [ns], members)
+    except client.ApiException as error:
+        refused = error
+    if refused is not None:
+        assert refused.status == 422, refused.body
+        message = api_message(refused)
+        assert "spec.members" in message and rule in message, message
+        return
+    # Accepted: show what it gives away (each of these is the hole).
+    core_bob = client.CoreV1Api(as_user(bob))
+    core_bob.create_namespaced_service_account(
+        ns, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="ci")))
+    minted = client.CoreV1Api(admin_api).create_namespaced_service_account_token(
+        "ci", ns, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)))
+    as_ci = client.RbacAuthorizationV1Api(_token_client(admin_api, minted.status.token))
+    escalation = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                  "metadata": {"name": "bob-promotes-himself"},
+                  "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": f"tenantry:{spelled(ns)['role']}"},
+                  "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                "name": bob}]}
+    promoted = not forbidden(lambda: as_ci.create_namespaced_role_binding(ns, escalation))
+    # Outsiders: a person of another tenant, and a workload of another namespace.
+    workload = client.CoreV1Api(admin_api).create_namespaced_service_account_token(
+        "default", "default", client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)))
+    outsiders = {"a user of another tenant": as_user(f"{name}-mallory", ["another-tenant"]),
+                 "a workload of namespace default": _token_client(admin_api,
+                                                                  workload.status.token)}
+    opened = [who for who, api in outsiders.items()
+              if not forbidden(lambda api=api: client.CoreV1Api(api).list_namespaced_pod(ns))]
+    pytest.fail(f"Tenant with member {spelled(ns)} was accepted: member {bob} promoted "
+                f"himself through ServiceAccount ci: {promoted}; outsiders who read the "
+                f"tenant: {opened}")

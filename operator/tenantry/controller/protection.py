@@ -31,7 +31,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from tenantry.model import common
+from tenantry.model import common, tenant
 
 POLICY_NAME = "tenantry-protect-managed-objects"
 ADMISSION_API_VERSION = "admissionregistration.k8s.io/v1"
@@ -45,9 +45,10 @@ PROTECTED_RESOURCES = (
     ("", "secrets"),
 )
 
-# Subjects that mean "everyone": a tenant may not bind them in its namespaces.
-EVERYONE_GROUPS = ("system:authenticated", "system:unauthenticated", "system:serviceaccounts")
-EVERYONE_USERS = ("system:anonymous",)
+# Subjects that mean "everyone": a tenant may not bind them in its namespaces (nor may a Tenant
+# make them members: one list for both, in the model).
+EVERYONE_GROUPS = tenant.EVERYONE_GROUPS
+EVERYONE_USERS = tenant.EVERYONE_USERS
 
 # Controllers of the control plane act on tenant namespaces too (namespace deletion, GC).
 CONTROL_PLANE_USERS = ("system:kube-controller-manager",)

@@ -43,6 +43,24 @@ class SubjectKind(StrEnum):
     SERVICE_ACCOUNT = "ServiceAccount"
 
 
+# Subjects that mean "everyone" (every user, every workload, or nobody signed in at all). No
+# Tenant may make them members: the operator's RoleBindings are exempt from the protection
+# policy that refuses the same subjects to tenants (`controller.protection`).
+EVERYONE_GROUPS = ("system:authenticated", "system:unauthenticated", "system:serviceaccounts")
+EVERYONE_USERS = ("system:anonymous",)
+# How the apiserver names a ServiceAccount (user) and the ServiceAccounts of one namespace
+# (group). A member spelled so is a ServiceAccount whatever its kind says, and any member who
+# may create pods in that namespace can run as it.
+SERVICE_ACCOUNT_USER_PREFIX = "system:serviceaccount:"
+SERVICE_ACCOUNT_GROUP_PREFIX = "system:serviceaccounts:"
+WORKLOAD_ROLES = ("member", "viewer")
+"""The most a workload's identity may hold in its tenant (a token must not administer it)."""
+
+
+def _cel_strings(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
 class Member(SpecModel):
     """A user, group or ServiceAccount and the tier it gets in every tenant namespace."""
 
@@ -306,6 +324,22 @@ class TenantSpec(SpecModel):
             cel("self.all(m, m.kind != 'ServiceAccount' || m.role in ['member', 'viewer'])",
                 "a ServiceAccount member may have role member or viewer, never owner or admin: "
                 "a workload's token must not administer its own tenant",
+                reason="FieldValueForbidden"),
+            # The same accounts under the names the apiserver authenticates them as: RBAC
+            # matches a User subject `system:serviceaccount:NS:NAME` to that ServiceAccount and
+            # a Group `system:serviceaccounts:NS` to all of that namespace's.
+            cel("self.all(m, m.role in " + _cel_strings(WORKLOAD_ROLES) + " || !("
+                f"(m.kind == 'User' && m.name.startsWith('{SERVICE_ACCOUNT_USER_PREFIX}')) || "
+                f"(m.kind == 'Group' && m.name.startsWith('{SERVICE_ACCOUNT_GROUP_PREFIX}'))))",
+                "a ServiceAccount member may have role member or viewer, never owner or admin, "
+                f"also when named as the User {SERVICE_ACCOUNT_USER_PREFIX}NAMESPACE:NAME or the "
+                f"Group {SERVICE_ACCOUNT_GROUP_PREFIX}NAMESPACE: any member can run a pod as "
+                "such an account", reason="FieldValueForbidden"),
+            cel("self.all(m, !(m.kind == 'Group' && m.name in " + _cel_strings(EVERYONE_GROUPS)
+                + ") && !(m.kind == 'User' && m.name in " + _cel_strings(EVERYONE_USERS) + "))",
+                "members must not grant access to everyone (" + ", ".join(
+                    (*EVERYONE_GROUPS, *EVERYONE_USERS)) + "): that opens the tenant to every "
+                "other tenant and workload; name the users, groups or ServiceAccounts",
                 reason="FieldValueForbidden"),
         ]}))]
     namespaces: Annotated[list[TenantNamespace], Field(

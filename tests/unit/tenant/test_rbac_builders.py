@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from tenantry.controller import protection
 from tenantry.controller.tenant import meta, rbac
-from tenantry.model import common
+from tenantry.model import common, tenant
 from tenantry.model.tenant import Member, Role, SubjectKind, TenantSpec
 
 TENANT = "acme"
@@ -197,6 +198,51 @@ def test_tiers_without_members_get_no_binding() -> None:
     members = _members({"kind": "User", "name": "alice", "role": "owner"})
     bindings = rbac.role_bindings(TENANT, UID, "ns", members)
     assert [b["metadata"]["name"] for b in bindings] == ["tenantry:owner"]
+
+
+def _stored(kind: str, name: str, role: str) -> Member:
+    """A member as a Tenant stored before the schema refused it (no validation)."""
+    return Member.model_construct(kind=SubjectKind(kind), name=name, namespace=None,
+                                  role=Role(role))
+
+
+def _bound(bindings: list[dict[str, Any]]) -> dict[str, list[str]]:
+    return {b["metadata"]["name"]: [s["name"] for s in b["subjects"]] for b in bindings}
+
+
+@pytest.mark.parametrize(("kind", "name"), [
+    ("User", "system:serviceaccount:acme-prod:ci"),
+    ("Group", "system:serviceaccounts:acme-prod"),
+])
+def test_a_workload_spelled_as_a_user_or_group_is_bound_at_most_as_member(
+        kind: str, name: str) -> None:
+    # Any member may run a pod as any ServiceAccount of the namespace: an owner or admin tier
+    # for one (however it is spelled) would make every member an owner.
+    for role in ("owner", "admin"):
+        members = [_stored("User", "alice", "owner"), _stored(kind, name, role)]
+        assert rbac.bound_role(members[1]) is Role.MEMBER
+        assert _bound(rbac.role_bindings(TENANT, UID, "acme-prod", members)) == {
+            "tenantry:owner": ["alice"], "tenantry:member": [name]}
+    viewer = _stored(kind, name, "viewer")
+    assert rbac.bound_role(viewer) is Role.VIEWER
+
+
+@pytest.mark.parametrize(("kind", "name"), [
+    ("Group", "system:authenticated"), ("Group", "system:unauthenticated"),
+    ("Group", "system:serviceaccounts"), ("User", "system:anonymous"),
+])
+def test_everyone_is_never_bound_nor_shown_the_tenant(kind: str, name: str) -> None:
+    members = [_stored("User", "alice", "owner"), _stored(kind, name, "viewer")]
+    assert rbac.bound_role(members[1]) is None
+    assert _bound(rbac.role_bindings(TENANT, UID, "acme-prod", members)) == {
+        "tenantry:owner": ["alice"]}
+    view = rbac.tenant_view_binding(TENANT, UID, members)
+    assert [s["name"] for s in view["subjects"]] == ["alice"]
+
+
+def test_the_protection_policy_and_the_schema_share_one_list_of_everyone() -> None:
+    assert protection.EVERYONE_GROUPS == tenant.EVERYONE_GROUPS
+    assert protection.EVERYONE_USERS == tenant.EVERYONE_USERS
 
 
 def test_a_service_account_without_namespace_is_never_bound() -> None:

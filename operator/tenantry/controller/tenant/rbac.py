@@ -37,7 +37,12 @@ allow-list and the private-range blocks.
 
 ServiceAccounts. Whoever may create pods in a namespace can run them as any ServiceAccount of
 that namespace (members can), so a ServiceAccount member that lives in a tenant namespace is in
-effect available to every member there: give such accounts at most the `member` tier.
+effect available to every member there: such accounts get at most the `member` tier. The
+schema refuses more, also for the spellings RBAC treats as the same accounts (the User
+`system:serviceaccount:NS:NAME`, the Group `system:serviceaccounts:NS`), and refuses the groups
+that mean everyone; `bound_role` applies both once more here, for a Tenant stored before those
+rules (the apiserver keeps an unchanged invalid list on later updates), so that no such Tenant
+ever makes a workload an admin or lets everyone in.
 
 Seeing one's own Tenant. RBAC `resourceNames` cannot restrict a plain `list` (the name is not
 known when the request is authorized), so members get no cluster-wide list of Tenants. A per-
@@ -225,10 +230,37 @@ def subject(member: tenant.Member) -> dict[str, str]:
     return {"apiGroup": RBAC_GROUP, "kind": str(member.kind), "name": member.name}
 
 
+def is_everyone(member: tenant.Member) -> bool:
+    """Whether `member` names a subject that means everyone (never bound)."""
+    if member.kind is tenant.SubjectKind.GROUP:
+        return member.name in tenant.EVERYONE_GROUPS
+    return member.kind is tenant.SubjectKind.USER and member.name in tenant.EVERYONE_USERS
+
+
+def is_workload(member: tenant.Member) -> bool:
+    """Whether `member` is one or more ServiceAccounts, whichever way it is spelled."""
+    if member.kind is tenant.SubjectKind.SERVICE_ACCOUNT:
+        return True
+    if member.kind is tenant.SubjectKind.USER:
+        return member.name.startswith(tenant.SERVICE_ACCOUNT_USER_PREFIX)
+    return member.name.startswith(tenant.SERVICE_ACCOUNT_GROUP_PREFIX)
+
+
+def bound_role(member: tenant.Member) -> tenant.Role | None:
+    """The tier `member` is bound to: its role, at most `member` for a workload's identity, and
+    None (not bound at all) for everyone. The schema refuses both cases; see the docstring."""
+    if is_everyone(member):
+        return None
+    if is_workload(member) and member.role.value not in tenant.WORKLOAD_ROLES:
+        return tenant.Role.MEMBER
+    return member.role
+
+
 def subjects(members: Iterable[tenant.Member]) -> list[dict[str, str]]:
-    """Subjects of `members`, de-duplicated and sorted (kind, namespace, name)."""
+    """Subjects of `members`, de-duplicated and sorted (kind, namespace, name); never one that
+    means everyone."""
     unique = {(s["kind"], s.get("namespace", ""), s["name"]): s
-              for s in (subject(m) for m in members)}
+              for s in (subject(m) for m in members if not is_everyone(m))}
     return [unique[key] for key in sorted(unique)]
 
 
@@ -242,10 +274,13 @@ def role_bindings(tenant_name: str, tenant_uid: str | None, namespace: str,
 
     A tier without members gets no binding (a removed last member means the binding is pruned).
     A subject listed under several tiers is bound to each; RBAC is a union, so the highest wins.
+    Each member is bound at its `bound_role` (a workload at most member, everyone never).
     """
     by_role: dict[tenant.Role, list[tenant.Member]] = {}
     for member in members:
-        by_role.setdefault(member.role, []).append(member)
+        role = bound_role(member)
+        if role is not None:
+            by_role.setdefault(role, []).append(member)
     bindings = []
     for role in reversed(TIERS):
         if role not in by_role:
