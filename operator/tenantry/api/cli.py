@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantry import logs
+from tenantry.api import tokenreview
 from tenantry.ledger import cli as ledger_cli
 from tenantry.ledger import migrations
 
@@ -42,6 +43,15 @@ def parse_listen(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ValueError(f"--listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     return host.strip("[]"), int(port)
+
+
+def _token_lifetime(text: str) -> int:
+    """--max-token-lifetime: whole seconds, at least TokenRequest's minimum of 600."""
+    if not text.isdigit() or int(text) < 600:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected whole seconds, at least 600 (the shortest token TokenRequest "
+            "issues)")
+    return int(text)
 
 
 def read_secret(path: str, what: str) -> str:
@@ -128,6 +138,7 @@ def _settings(args: argparse.Namespace) -> Any:
         keyring=Path(args.keyring) if args.keyring else None,
         exchange_limit=ratelimit.Limit.parse(args.exchange_rate_limit),
         token_review_cache=not args.no_token_review_cache,
+        max_token_lifetime=args.max_token_lifetime,
         signing_keyring=Path(args.signing_keyring) if args.signing_keyring else None,
         replica=args.replica or "")
 
@@ -375,6 +386,10 @@ def register(subparsers: Any) -> None:
                           "platform-scoped Credentials (default: %(default)s)")
     run.add_argument("--exchange-rate-limit", default="600/min", metavar="N/UNIT",
                      help="credential exchanges per ServiceAccount (default: %(default)s)")
+    run.add_argument("--max-token-lifetime", type=_token_lifetime,
+                     default=tokenreview.MAX_LIFETIME, metavar="SECONDS",
+                     help="refuse credential exchanges with ServiceAccount tokens that live "
+                          "longer (exp - iat; default: %(default)s, a day)")
     run.add_argument("--no-token-review-cache", action="store_true",
                      help="send a TokenReview for every exchange (benchmarks; the default "
                           "caches verdicts for at most a minute and never past the token's "

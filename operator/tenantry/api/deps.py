@@ -31,7 +31,17 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 
-from tenantry.api import apikeys, audit, clientip, memberships, metrics, passwords, ratelimit, store
+from tenantry.api import (
+    apikeys,
+    audit,
+    clientip,
+    memberships,
+    metrics,
+    passwords,
+    ratelimit,
+    store,
+    tokenreview,
+)
 from tenantry.api.oauth import clients as oauth_clients
 from tenantry.api.oauth import providers as oauth_providers
 from tenantry.api.tokens import rfc7517, rfc9068, scoped
@@ -77,6 +87,8 @@ class Settings:
     """The master keyring (file or mounted Secret directory) Credentials are decrypted with."""
     exchange_limit: ratelimit.Limit = ratelimit.EXCHANGE_PER_SERVICE_ACCOUNT
     token_review_cache: bool = True
+    max_token_lifetime: int = tokenreview.MAX_LIFETIME
+    """Seconds: the exchange refuses ServiceAccount tokens that live longer (`tokenreview`)."""
     signing_keyring: pathlib.Path | None = None
     """The mounted signing keyring (`--signing-keyring`), re-read on change (`api.signing`);
     None: `keys` came from `--signing-key-file` and never change."""

@@ -44,6 +44,17 @@ def refuse(status: int, reason: str) -> Decision:
     return Decision(allowed=False, status=status, reason=reason)
 
 
+def lifetime_refusal(account: Account, max_lifetime: int) -> Decision | None:
+    """The refusal of a token that lives longer than `max_lifetime` seconds (or for ever), else
+    None: such a token outlives the access of whoever minted it (see `tokenreview`)."""
+    if account.lifetime is not None and 0 < account.lifetime <= max_lifetime:
+        return None
+    lives = "never expires" if account.lifetime is None else f"lives {account.lifetime} s"
+    return refuse(401, f"this ServiceAccount token {lives}; the exchange takes tokens that live "
+                       f"at most {max_lifetime} s: mount a projected serviceAccountToken with "
+                       f"expirationSeconds <= {max_lifetime}")
+
+
 def decide(obj: Mapping[str, Any], account: Account, tenantry_namespace: str) -> Decision:
     """Whether `account` may exchange the Credential `obj` (its manifest)."""
     spec = obj.get("spec") or {}

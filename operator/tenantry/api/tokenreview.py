@@ -5,6 +5,12 @@ The API never verifies a ServiceAccount token itself: it asks the apiserver that
 token minted for another audience, expired, of a deleted ServiceAccount or a deleted pod is
 refused exactly as the cluster would refuse it. Only ServiceAccount identities are accepted.
 
+How long a token lives is checked here too (`Account.lifetime`, `MAX_LIFETIME`): whoever may
+create ServiceAccount tokens in a namespace (a tenant admin) can ask the apiserver for one that
+lives for years, not bound to any pod, and would keep reading the namespace's Credentials, and
+every value they are rotated to, long after being taken off the Tenant. The lifetime is read from
+the token's own `iat` and `exp` once the apiserver has vouched for the token (it signed them).
+
 Answers are cached so that a burst of pods starting at once does not throttle the apiserver:
 by the SHA-256 of the token (never the token), for at most `ttl` seconds (one minute) and never
 beyond the token's own `exp`. A refusal is cached too, for a few seconds only, so a flood of bad
@@ -25,6 +31,9 @@ AUDIENCE = "tenantry-api"
 CACHE_TTL = 60.0
 REFUSAL_TTL = 5.0
 CACHE_SIZE = 10_000
+MAX_LIFETIME = 24 * 3600
+"""The longest-lived ServiceAccount token the exchange takes by default (`--max-token-lifetime`):
+a day, well above the hour of a kubelet's projected token, far below what TokenRequest allows."""
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 
 
@@ -37,6 +46,9 @@ class Account:
     uid: str
     pod: str | None = None
     """The pod the token is bound to, when it is a bound token."""
+    lifetime: int | None = None
+    """Seconds from the token's `iat` to its `exp`; None when it claims no such pair (a legacy
+    Secret-based token never expires)."""
 
     @property
     def username(self) -> str:
@@ -57,9 +69,7 @@ def service_account_of(username: object) -> tuple[str, str] | None:
     return namespace, name
 
 
-def unverified_expiry(token: str) -> int | None:
-    """The `exp` a JWT claims, read without verifying it: only to bound how long a verdict the
-    apiserver gave is cached, never to trust the token."""
+def _unverified_time_claim(token: str, claim: str) -> int | None:
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -67,8 +77,21 @@ def unverified_expiry(token: str) -> int | None:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, UnicodeDecodeError):
         return None
-    exp = payload.get("exp") if isinstance(payload, dict) else None
-    return int(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    value = payload.get(claim) if isinstance(payload, dict) else None
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def unverified_expiry(token: str) -> int | None:
+    """The `exp` a JWT claims, read without verifying it: only to bound how long a verdict the
+    apiserver gave is cached, never to trust the token."""
+    return _unverified_time_claim(token, "exp")
+
+
+def lifetime_of(token: str) -> int | None:
+    """`exp - iat` of a JWT, or None without both. Meaningful only for a token the apiserver
+    has just authenticated (so it signed these claims)."""
+    issued, expiry = _unverified_time_claim(token, "iat"), unverified_expiry(token)
+    return None if issued is None or expiry is None else expiry - issued
 
 
 def account_of(review: dict[str, Any], audience: str) -> Account | None:
@@ -135,4 +158,7 @@ class TokenReviewer:
                 "metadata": {}, "spec": {"token": token, "audiences": [self.audience]}})
         except Exception as error:  # any transport or API failure: the apiserver is unsure
             raise ReviewUnavailable(type(error).__name__) from None
-        return account_of(review, self.audience) if isinstance(review, dict) else None
+        account = account_of(review, self.audience) if isinstance(review, dict) else None
+        if account is None:
+            return None
+        return dataclasses.replace(account, lifetime=lifetime_of(token))

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import x25519
 from kubernetes import client as kube
 
 from tenantry.devcluster.cluster import LocalControlPlane
+from tests.conftest import UserApi
 from tests.e2e.api.conftest import PASSWORD, ApiDatabase, ApiServer
 from tests.e2e.conftest import TenantFactory, owner
 from tests.e2e.test_credentials import _create, _credential, _ready, _seal, public_key
@@ -171,6 +172,30 @@ def test_every_other_identity_is_refused(client: httpx.Client, admin_api: kube.A
         assert VALUES["password"] not in response.text, what
         assert "data" not in response.json(), what
     assert "participant token" in dict(refusals)["participant-scoped"].json()["detail"]
+
+
+def test_a_token_minted_to_outlive_its_holders_access_is_refused(
+        client: httpx.Client, admin_api: kube.ApiClient, as_user: UserApi,
+        world: dict[str, str], api_db: ApiDatabase) -> None:
+    """The attack: a tenant admin (alice, who may create ServiceAccount tokens) mints, for the
+    allowed ServiceAccount, a token for audience tenantry-api that lives ten years. Taken off
+    the Tenant tomorrow, she would still read the Credential, and each new value it is rotated
+    to, until the ServiceAccount itself is deleted. The exchange takes only tokens that live at
+    most --max-token-lifetime (a day by default; the kubelet's projected tokens live an hour)."""
+    a = world["a"]
+    decade = kube.CoreV1Api(as_user("alice@acme.example")).create_namespaced_service_account_token(
+        "app", a, kube.AuthenticationV1TokenRequest(spec=kube.V1TokenRequestSpec(
+            audiences=["tenantry-api"], expiration_seconds=10 * 365 * 24 * 3600)))
+    token = str(decade.status.token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] > 24 * 3600  # the apiserver granted the decade
+    refused = exchange(client, token, a, "db")
+    assert refused.status_code == 401, refused.text
+    assert "lives 315360000 s" in refused.json()["detail"], refused.text
+    assert VALUES["password"] not in refused.text
+    # Within the limit the same ServiceAccount is served as before.
+    assert eventually(lambda: exchange(client, mint(admin_api, a, "app"), a, "db")
+                      .status_code == 200, timeout=30, what="a short-lived token to be served")
 
 
 def test_each_exchange_is_a_ledger_entry_without_the_value(

@@ -114,6 +114,29 @@ def test_unverified_expiry_reads_exp_only_when_well_formed() -> None:
     assert tokenreview.unverified_expiry("a.!!!.c") is None
 
 
+def test_the_reviewed_account_carries_the_tokens_lifetime() -> None:
+    reviewer = tokenreview.TokenReviewer(FakeKube(review()))
+    now = int(time.time())
+    hour = asyncio.run(reviewer.review(jwt_with({"iat": now, "exp": now + 3600})))
+    assert hour is not None and hour.lifetime == 3600
+    legacy = asyncio.run(reviewer.review(jwt_with({"sub": "x"})))  # a Secret token: no exp
+    assert legacy is not None and legacy.lifetime is None
+    assert tokenreview.lifetime_of(jwt_with({"iat": 10, "exp": True})) is None
+
+
+@pytest.mark.parametrize(("lifetime", "refused"), [
+    (600, False), (3600, False), (86400, False),
+    (86401, True), (10 * 365 * 86400, True), (None, True), (0, True), (-5, True),
+])
+def test_tokens_that_outlive_the_limit_are_refused(lifetime: int | None, refused: bool) -> None:
+    # A tenant admin may mint a token for years; it would outlive their access to the tenant.
+    account = Account("acme", "app", "u1", lifetime=lifetime)
+    decision = exchange.lifetime_refusal(account, tokenreview.MAX_LIFETIME)
+    assert (decision is not None) is refused
+    if decision is not None:
+        assert decision.status == 401 and "at most 86400 s" in decision.reason
+
+
 def test_files_are_0400_swapped_atomically_and_stale_ones_removed(tmp_path: Path) -> None:
     files.write_values(tmp_path, {"a": b"1", "b": b"2"}, key_id="v1.x", generation=1)
     files.write_values(tmp_path, {"a": b"3"}, key_id="v1.x", generation=2)

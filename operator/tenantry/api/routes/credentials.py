@@ -64,8 +64,8 @@ class ExchangeResponse(BaseModel):
 
 
 _EXCHANGE_ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "no ServiceAccount token, or the apiserver does not accept it for "
-                         "audience tenantry-api"},
+    401: {"description": "no ServiceAccount token, the apiserver does not accept it for "
+                         "audience tenantry-api, or it lives longer than the API takes"},
     403: {"description": "this ServiceAccount may not use this Credential"},
     404: {"description": "no such Credential (or field) in the ServiceAccount's namespace"},
     409: {"description": "the Credential is not encrypted yet, or its ciphertext is damaged"},
@@ -105,6 +105,9 @@ async def _exchange(svc: deps.Services, account: tokenreview.Account,
     if obj is None:
         raise _Refusal(404, f"no Credential {body.namespace}/{body.name}")
     tenant_name, tenant_uid = await _tenant_of(svc, body.namespace)
+    too_long = exchange.lifetime_refusal(account, settings.max_token_lifetime)
+    if too_long is not None:
+        raise _Refusal(too_long.status, too_long.reason, tenant=tenant_name)
     decision = exchange.decide(obj, account, settings.tenantry_namespace)
     if not decision.allowed:
         raise _Refusal(decision.status, decision.reason, tenant=tenant_name)
