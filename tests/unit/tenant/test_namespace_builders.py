@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from tenantry.controller.tenant import namespaces
+from tenantry.controller.tenant import desired, namespaces
 from tenantry.controller.tenant.namespaces import Action
 from tenantry.model import common
-from tenantry.model.tenant import POD_SECURITY_VERSION, TenantNamespace
+from tenantry.model.tenant import POD_SECURITY_VERSION, TenantNamespace, TenantSpec
 
 TENANT = "acme"
 # Condition.reason's pattern (metav1.Condition).
@@ -110,3 +110,26 @@ def test_reserved_namespaces_are_never_a_tenants(name: str,
 @pytest.mark.parametrize("name", ["acme-prod", "kubeflow", "my-kube-system", "tenantry"])
 def test_ordinary_names_are_not_reserved(name: str) -> None:
     assert not namespaces.is_reserved(name)
+
+
+@pytest.mark.parametrize("labels", [{}, {"kubernetes.io/metadata.name": "platform-security"}])
+def test_the_operators_own_namespace_is_reserved_whatever_it_is_called(
+        labels: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The manifests take the operator's namespace from its pod (TENANTRY_NAMESPACE), so
+    # `kustomize edit set namespace platform-security` moves it out of the tenantry- prefix. A
+    # Tenant that lists that namespace with adopt: true (it exists and has no tenant label) must
+    # not get it: its members would get RoleBindings next to the master keyring, the sealing key
+    # and the API's signing keys, and read every tenant's Credentials.
+    monkeypatch.setenv("TENANTRY_NAMESPACE", "platform-security")
+    entry = _entry(adopt=True, name="platform-security")
+    decision = namespaces.decide(TENANT, entry, labels)
+    assert decision.action is Action.CONFLICT and decision.reason == "NamespaceReserved"
+    assert "operator" in decision.message
+    assert namespaces.is_reserved("platform-security")
+    spec = TenantSpec.model_validate({
+        "members": [{"kind": "User", "name": "alice", "role": "owner"}],
+        "namespaces": [{"name": "platform-security", "adopt": True}, {"name": "acme-prod"}]})
+    assert desired.tenant_namespaces(spec) == ["acme-prod"]
+    # Passed explicitly, the operator's namespace wins over the environment.
+    assert namespaces.is_reserved("elsewhere", operator_namespace="elsewhere")
+    assert not namespaces.is_reserved("platform-security", operator_namespace="elsewhere")

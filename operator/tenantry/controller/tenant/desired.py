@@ -38,8 +38,8 @@ CHILD_KINDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def tenant_namespaces(spec: tenant.TenantSpec,
-                      granted: Collection[str] | None = None) -> list[str]:
+def tenant_namespaces(spec: tenant.TenantSpec, granted: Collection[str] | None = None,
+                      operator_namespace: str | None = None) -> list[str]:
     """The spec's namespaces this tenant may manage, sorted.
 
     `granted` is the set the ownership decisions allowed (`namespaces.decide(...).may_apply`);
@@ -47,7 +47,7 @@ def tenant_namespaces(spec: tenant.TenantSpec,
     """
     return sorted({entry.name for entry in spec.namespaces
                    if (granted is None or entry.name in granted)
-                   and not namespaces.is_reserved(entry.name)})
+                   and not namespaces.is_reserved(entry.name, operator_namespace)})
 
 
 def desired_objects(tenant_name: str, tenant_uid: str, spec: tenant.TenantSpec, *,
@@ -61,7 +61,7 @@ def desired_objects(tenant_name: str, tenant_uid: str, spec: tenant.TenantSpec, 
     ClusterRoles are not included: see `rbac.cluster_roles`. `operator_namespace` is where the
     operator's ServiceAccount lives, the subject of its Secret binding in every namespace.
     """
-    names = tenant_namespaces(spec, granted)
+    names = tenant_namespaces(spec, granted, operator_namespace)
     objects: list[meta.Manifest] = [
         namespaces.namespace(tenant_name, name, spec.pod_security.mode) for name in names]
     for name in names:

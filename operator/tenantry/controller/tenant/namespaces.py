@@ -19,13 +19,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from tenantry.controller.tenant import meta
+from tenantry.crypto import custody
 from tenantry.model import common, tenant
 
 PSA_MODES = ("enforce", "audit", "warn")
 PSA_LEVEL = "restricted"
 
 # Namespaces no Tenant may ever own, even with `adopt: true`: giving tenant members RoleBindings
-# in kube-system (or in the operator's own namespace) would hand them the cluster.
+# in kube-system (or in the operator's own namespace) would hand them the cluster. The operator's
+# namespace is reserved by its actual name too (`is_reserved`): the manifests take it from the
+# pod, so it need not start with tenantry-, and it holds the master keyring and sealing key.
 RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 RESERVED_PREFIXES = ("kube-", "tenantry-")
 
@@ -93,9 +96,15 @@ def release_patch(name: str) -> dict[str, Any]:
     return {"metadata": {"labels": {key: None for key in sorted(owned) if key not in kept}}}
 
 
-def is_reserved(name: str) -> bool:
-    """True for namespaces of the system or of the operator, which no tenant may own."""
-    return name in RESERVED_NAMESPACES or name.startswith(RESERVED_PREFIXES)
+def is_reserved(name: str, operator_namespace: str | None = None) -> bool:
+    """True for namespaces of the system or of the operator, which no tenant may own.
+
+    `operator_namespace`: where the operator runs; None reads it as the operator does
+    (`custody.operator_namespace()`, $TENANTRY_NAMESPACE)."""
+    if operator_namespace is None:
+        operator_namespace = custody.operator_namespace()
+    return (name in RESERVED_NAMESPACES or name.startswith(RESERVED_PREFIXES)
+            or name == operator_namespace)
 
 
 class Action(enum.StrEnum):
@@ -132,7 +141,8 @@ class Decision:
 
 
 def decide(tenant_name: str, entry: tenant.TenantNamespace,
-           existing_labels: Mapping[str, str] | None) -> Decision:
+           existing_labels: Mapping[str, str] | None,
+           operator_namespace: str | None = None) -> Decision:
     """Whether tenant `tenant_name` may manage namespace `entry`, given its current labels.
 
     `existing_labels` is None when the namespace does not exist, and the namespace's labels
@@ -140,7 +150,7 @@ def decide(tenant_name: str, entry: tenant.TenantNamespace,
     else setting it), so it is a trustworthy record of ownership.
     """
     name = entry.name
-    if is_reserved(name):
+    if is_reserved(name, operator_namespace):
         return Decision(
             Action.CONFLICT, "NamespaceReserved",
             f"namespace {name} is reserved for the system or the operator and can never belong "
