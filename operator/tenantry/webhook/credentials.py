@@ -8,14 +8,24 @@ A Credential is encrypted under its tenant's key, so it must live in a namespace
 - `credentialServiceAccounts`: every allowedServiceAccounts entry names a ServiceAccount of the
   Credential's own namespace. The schema accepts plain names only; a qualified form
   (`system:serviceaccount:NS:NAME` or `NS/NAME`) naming another namespace is refused here too, so
-  that no future relaxation of the schema can reach across namespaces or tenants.
+  that no future relaxation of the schema can reach across namespaces or tenants;
+- `credentialScope`: a Credential whose scope is not `caller` (before or after the write) is
+  created, changed and deleted by the tenant's owners and admins only. Members write Credentials
+  (caller-scoped ones are theirs to manage), but a `platform` or `participant` value is not
+  theirs to read: re-scoped to `caller` with a ServiceAccount of theirs, or deleted and created
+  again as `caller` from a copy of its sealed values (bound to namespace, name and field, not to
+  the scope), it would be handed to their workload. Nor may they swap the value the platform or
+  participants use. A requester's tier is read from the Tenant's members the way its RoleBindings
+  bind them (`tenant_role`); anybody else who may write Credentials there (a cluster admin, the
+  control plane) got that from outside the tenant and is not judged here.
 
-The check itself (`check_credential`) is pure; `handler` adds the tenant lookup.
+The checks themselves (`check_credential`, `check_scope`) are pure; `handler` adds the tenant
+lookup.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from tenantry.admission.violation import Violation, items, mapping
@@ -26,7 +36,10 @@ from tenantry.webhook.review import AdmissionRequest, Handler, Verdict
 
 NAMESPACE_RULE = "credentialNamespace"
 SERVICE_ACCOUNTS_RULE = "credentialServiceAccounts"
+SCOPE_RULE = "credentialScope"
 SA_USER_PREFIX = "system:serviceaccount:"
+SCOPE_MANAGERS = (tenant.Role.OWNER, tenant.Role.ADMIN)
+_RANK = {tenant.Role.VIEWER: 1, tenant.Role.MEMBER: 2, tenant.Role.ADMIN: 3, tenant.Role.OWNER: 4}
 
 
 def _foreign_namespace(entry: str) -> str | None:
@@ -73,10 +86,64 @@ def check_credential(obj: Mapping[str, Any], *, namespace: str, tenant_name: str
     return found
 
 
+def _matches(member: tenant.Member, username: str, groups: Collection[str]) -> bool:
+    """Whether RBAC would apply a binding to `member` to this requester."""
+    if member.kind is tenant.SubjectKind.USER:
+        return member.name == username
+    if member.kind is tenant.SubjectKind.GROUP:
+        return member.name in groups
+    return username == f"{SA_USER_PREFIX}{member.namespace}:{member.name}"
+
+
+def tenant_role(username: str, groups: Collection[str],
+                spec: tenant.TenantSpec) -> tenant.Role | None:
+    """The highest tier the tenant's members give this requester; None: no tier at all.
+
+    A ServiceAccount of one of the tenant's namespaces holds at most `member`, listed or not:
+    any member can run a pod as any ServiceAccount of the namespace, so whatever such an account
+    may do, a member may do (and an admin's RoleBinding that gives one more is not a way up)."""
+    roles = [member.role for member in spec.members if _matches(member, username, groups)]
+    if username.startswith(SA_USER_PREFIX):
+        namespace = username[len(SA_USER_PREFIX):].split(":", 1)[0]
+        if namespace in {entry.name for entry in spec.namespaces}:
+            roles = [min(role, tenant.Role.MEMBER, key=_RANK.__getitem__) for role in roles]
+            roles.append(tenant.Role.MEMBER)
+    return max(roles, key=_RANK.__getitem__, default=None)
+
+
+def _scope(obj: Mapping[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    scope = mapping(obj.get("spec")).get("scope")
+    return scope if isinstance(scope, str) else "caller"  # the schema's default
+
+
+def check_scope(operation: str, obj: Mapping[str, Any] | None,
+                old: Mapping[str, Any] | None, *, username: str, groups: Collection[str],
+                tenant_name: str, spec: tenant.TenantSpec) -> list[Violation]:
+    """Whether this requester may make this write as far as the Credential's scope goes."""
+    managed = sorted({scope for scope in (_scope(obj), _scope(old))
+                      if scope not in (None, "caller")})
+    if not managed:
+        return []
+    role = tenant_role(username, groups, spec)
+    if role is None or role in SCOPE_MANAGERS:
+        return []
+    verb = {"CREATE": "create", "DELETE": "delete"}.get(operation, "change")
+    return [Violation(
+        SCOPE_RULE, "spec.scope",
+        f"only tenant {tenant_name!r}'s owners and admins may {verb} a Credential scoped "
+        f"{' or '.join(managed)} ({username} is a {role} there): its values are the platform's "
+        "or participants', not a member's workloads'; members manage caller-scoped Credentials",
+        "caller (for a member)")]
+
+
 def handler(webhook: str, tenants: TenantLookup, recorder: records.Recorder) -> Handler:
     """The route's handler: AdmissionRequest -> Verdict."""
 
     async def validate(request: AdmissionRequest) -> Verdict:
+        if request.operation == "DELETE":
+            return await validate_delete(request)
         obj = request.object
         if request.operation not in ("CREATE", "UPDATE") or obj is None:
             return Verdict.allow()
@@ -89,14 +156,37 @@ def handler(webhook: str, tenants: TenantLookup, recorder: records.Recorder) -> 
                 f"no {common.TENANT_LABEL} label); a Credential is encrypted under its tenant's "
                 f"key and must live in one of the tenant's namespaces [{NAMESPACE_RULE}]")
         else:
-            violations = check_credential(obj, namespace=request.namespace,
-                                          tenant_name=found.tenant, spec=found.spec)
+            violations = [
+                *check_credential(obj, namespace=request.namespace, tenant_name=found.tenant,
+                                  spec=found.spec),
+                *check_scope(request.operation, obj, request.old_object,
+                             username=request.user.username, groups=request.user.groups,
+                             tenant_name=found.tenant, spec=found.spec)]
             if violations:
                 verdict = Verdict.deny(
                     f"Credential violates its tenant's rules (tenant {found.tenant!r}): "
                     + "; ".join(str(v) for v in violations))
             else:
                 verdict = Verdict.allow()
+        recorder.record(records.of_request(webhook, request, tenant=found.tenant, mode="",
+                                           verdict=verdict))
+        return verdict
+
+    async def validate_delete(request: AdmissionRequest) -> Verdict:
+        # Sent only for Credentials scoped other than caller (the route's matchConditions).
+        found = await tenants.tenant_of(request.namespace)
+        if found.problem is not None:
+            verdict = Verdict.deny(found.problem, code=found.code)
+        elif found.spec is None or found.tenant is None:
+            verdict = Verdict.allow()  # no tenant: nobody's tier to judge
+        else:
+            violations = check_scope("DELETE", None, request.old_object,
+                                     username=request.user.username,
+                                     groups=request.user.groups, tenant_name=found.tenant,
+                                     spec=found.spec)
+            verdict = Verdict.deny(
+                f"Credential violates its tenant's rules (tenant {found.tenant!r}): "
+                + "; ".join(str(v) for v in violations)) if violations else Verdict.allow()
         recorder.record(records.of_request(webhook, request, tenant=found.tenant, mode="",
                                            verdict=verdict))
         return verdict

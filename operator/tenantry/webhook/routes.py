@@ -103,7 +103,18 @@ WORKLOAD_RULES = (
     Rule(("apps",), ("v1",), ("deployments", "statefulsets", "daemonsets", "replicasets")),
     Rule(("batch",), ("v1",), ("jobs", "cronjobs")),
 )
-CREDENTIAL_RULES = (Rule(("tenantry.dev",), ("v1alpha1",), ("credentials",)),)
+CREDENTIAL_RULES = (Rule(("tenantry.dev",), ("v1alpha1",), ("credentials",),
+                         operations=("CREATE", "UPDATE", "DELETE")),)
+# Deletes only of Credentials a member may not delete (`credentials.check_scope`), and never the
+# control plane's (namespace deletion, garbage collection): a webhook that is down then blocks
+# no namespace from going away, and nobody's caller-scoped Credential.
+CREDENTIAL_DELETES = {
+    "name": "deletes-of-credentials-scoped-other-than-caller",
+    "expression": "request.operation != 'DELETE' || ("
+                  "has(oldObject.spec.scope) && oldObject.spec.scope != 'caller' && "
+                  "request.userInfo.username != 'system:kube-controller-manager' && "
+                  "!request.userInfo.username.startsWith('system:serviceaccount:kube-system:'))",
+}
 SPEC_PRESERVING_UPDATE = ("request.operation == 'UPDATE' && has(object.spec) && "
                           "has(oldObject.spec) && object.spec == oldObject.spec")
 ISOLATION = "isolation.admission.tenantry.dev"
@@ -131,7 +142,8 @@ AUDIT_RULES = (
 
 def credential_conditions(operator_user: str) -> tuple[Mapping[str, str], ...]:
     """The credentials route's matchConditions: everything but the operator's own updates that
-    leave the spec as it is (kopf's bookkeeping annotations on every Credential it handles).
+    leave the spec as it is (kopf's bookkeeping annotations on every Credential it handles), and
+    of deletes only those `CREDENTIAL_DELETES` sends.
 
     What the route judges is the spec (allowedServiceAccounts) and the Credential's namespace,
     which an update cannot change; an update that keeps the spec keeps the verdict the route gave
@@ -142,10 +154,10 @@ def credential_conditions(operator_user: str) -> tuple[Mapping[str, str], ...]:
     route (which records the operator's writes through the operator itself) is unaffected.
     """
     if not operator_user:
-        return ()
+        return (CREDENTIAL_DELETES,)
     return ({"name": "not-the-operators-own-bookkeeping",
              "expression": f"!(request.userInfo.username == '{operator_user}' && "
-                           f"{SPEC_PRESERVING_UPDATE})"},)
+                           f"{SPEC_PRESERVING_UPDATE})"}, CREDENTIAL_DELETES)
 
 
 def _audit_route(context: HandlerContext) -> WebhookRoute:

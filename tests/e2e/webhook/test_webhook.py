@@ -293,6 +293,58 @@ def test_credentials_must_live_in_their_tenants_namespaces(raw_api: RawApi, acme
 
 
 
+def test_a_member_cannot_take_a_platform_credential_for_their_own_workloads(
+        admin_api: client.ApiClient, as_user: UserApi, operator: OperatorProcess,
+        webhook: WebhookProcess) -> None:
+    """Members write Credentials, but a platform- or participant-scoped one is the owners' and
+    admins': a member who re-scoped it to caller (or deleted it and created it again as caller
+    from a copy of its sealed values) would have its values handed to a workload of theirs.
+    Attacked here as the member, with the RBAC the operator gave them."""
+    tenant, namespace = unique("wh-scope"), unique("wh-scope-a")
+    owner_name, member_name = f"{tenant}-alice", f"{tenant}-bob"
+    members = [{"kind": "User", "name": owner_name, "role": "owner"},
+               {"kind": "User", "name": member_name, "role": "member"}]
+    with session_tenant(admin_api, tenant, [namespace], members=members):
+        alice = client.CustomObjectsApi(as_user(owner_name))
+        bob = client.CustomObjectsApi(as_user(member_name))
+
+        def attempt(call: Any) -> str:
+            try:
+                call()
+            except client.ApiException as error:
+                return f"{error.status} {api_message(error)}"
+            return "admitted"
+
+        alice.create_namespaced_custom_object(GROUP, VERSION, namespace, "credentials",
+                                              credential(namespace, "integration"))
+        # bob's own, caller-scoped, Credentials are his to create and delete.
+        mine = credential(namespace, "mine", scope="caller", allowedServiceAccounts=["app"])
+        eventually(lambda: attempt(lambda: bob.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "credentials", mine)) == "admitted",
+            what="the member's RBAC on Credentials")
+
+        rescoped = attempt(lambda: bob.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, "credentials", "integration",
+            {"spec": {"scope": "caller", "allowedServiceAccounts": ["app"]}}))
+        deleted = attempt(lambda: bob.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "credentials", "integration"))
+        participant = attempt(lambda: bob.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, "credentials",
+            credential(namespace, "shared", scope="participant")))
+        for outcome in (rescoped, deleted, participant):
+            assert outcome.startswith("403 ") and DENIED_BY_CREDENTIALS in outcome, outcome
+            assert "spec.scope: only tenant" in outcome and "[credentialScope]" in outcome
+            assert f"({member_name} is a member there)" in outcome
+        stored = alice.get_namespaced_custom_object(GROUP, VERSION, namespace, "credentials",
+                                                    "integration")
+        assert stored["spec"]["scope"] == "platform"
+
+        assert attempt(lambda: bob.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "credentials", "mine")) == "admitted"
+        assert attempt(lambda: alice.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "credentials", "integration")) == "admitted"
+
+
 def test_only_the_operators_updates_that_keep_the_spec_skip_the_credentials_review(
         admin_api: client.ApiClient, as_user: UserApi, raw_api: RawApi,
         operator: OperatorProcess, webhook: WebhookProcess) -> None:

@@ -126,7 +126,8 @@ def test_excluded_namespaces_follow_the_operator_namespace() -> None:
 def test_credentials_webhook_sees_every_namespace_but_the_system() -> None:
     entry = _entry(_build(), routes.CREDENTIALS)
     assert entry["rules"] == [{"apiGroups": ["tenantry.dev"], "apiVersions": ["v1alpha1"],
-                               "resources": ["credentials"], "operations": ["CREATE", "UPDATE"],
+                               "resources": ["credentials"],
+                               "operations": ["CREATE", "UPDATE", "DELETE"],
                                "scope": "Namespaced"}]
     assert matches(entry["namespaceSelector"], namespace_labels("default"))
     assert not matches(entry["namespaceSelector"], namespace_labels("kube-system"))
@@ -143,12 +144,14 @@ def test_only_the_operators_spec_keeping_updates_skip_the_credentials_webhook() 
     config = configuration.webhook_configuration(
         routes.build_routes(context), endpoint=configuration.UrlEndpoint("https://127.0.0.1:9443"),
         ca_bundle=b"PEM")
-    [condition] = _entry(config, routes.CREDENTIALS)["matchConditions"]
+    condition, deletes = _entry(config, routes.CREDENTIALS)["matchConditions"]
     assert condition["expression"] == (
         f"!(request.userInfo.username == '{operator}' && request.operation == 'UPDATE' && "
         "has(object.spec) && has(oldObject.spec) && object.spec == oldObject.spec)")
-    # No operator named: every write is reviewed.
-    assert "matchConditions" not in _entry(_build(), routes.CREDENTIALS)
+    assert deletes == routes.CREDENTIAL_DELETES
+    # No operator named: every create and update is reviewed (deletes as above).
+    assert _entry(_build(), routes.CREDENTIALS)["matchConditions"] == [
+        routes.CREDENTIAL_DELETES]
 
 
 # -- endpoints and settings ----------------------------------------------------------------------
