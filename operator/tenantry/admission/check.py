@@ -209,11 +209,13 @@ def check_objects(objects: Sequence[Located], *,
         if not is_checked(located.obj):
             skipped += 1
             continue
+        own = mapping(located.obj.get("metadata")).get("namespace")
         if ingress.is_ingress(located.obj):
-            found = ingress.check_ingress(located.obj, ingress_policy)
+            found = ingress.check_ingress(
+                located.obj, ingress_policy, namespace=own if isinstance(own, str) and own
+                else namespace)
             reports.append(ObjectReport(located, tuple(found), ()))
             continue
-        own = mapping(located.obj.get("metadata")).get("namespace")
         decision = policy.evaluate(located.obj, pod_security, quota=quota,
                                    namespace=own if isinstance(own, str) else namespace)
         reports.append(ObjectReport(located, decision.violations, decision.exempted))

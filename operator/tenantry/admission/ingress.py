@@ -17,11 +17,17 @@ ways, and both are refused here:
   HAProxy's backend-config-snippet... They paste text into the controller's own configuration,
   which runs with the controller's identity, for every tenant (CVE-2021-25742: reading every
   Secret the controller can read).
+- `ingressForeignReference`: an annotation that names a Secret or ConfigMap of another namespace
+  (`NAMESPACE/NAME` in the value of a key ending in `-secret`, `-secrets` or `-configmap`, or
+  ingress-nginx's `auth-proxy-set-headers` and `custom-headers`): auth-tls-secret, auth-secret,
+  proxy-ssl-secret... The controller reads them with its own identity, which may read every
+  namespace's, so another tenant's client CA, htpasswd file or upstream certificate would serve
+  this tenant's Ingress. A plain `NAME` (this namespace) stays allowed.
 - `ingressHostNotAllowed`: a host outside the Tenant's `spec.ingress.allowedHostnames`, when the
   Tenant declares them. There `*.example.com` allows every name under example.com at any depth
   (as Gateway API listeners read wildcards), not example.com itself.
 
-The first three harm other tenants, so they are refused in every podSecurity mode and no
+The first four harm other tenants, so they are refused in every podSecurity mode and no
 exemption lifts them; `ingressHostNotAllowed` is the platform's own restriction on the tenant
 and follows the mode (Warn and Audit let a platform try an allow-list before enforcing it).
 
@@ -47,19 +53,23 @@ HOST_CLAIMED = "ingressHostClaimed"
 HOST_NOT_ALLOWED = "ingressHostNotAllowed"
 CATCH_ALL = "ingressCatchAll"
 SNIPPET_ANNOTATION = "ingressSnippetAnnotation"
+FOREIGN_REFERENCE = "ingressForeignReference"
 
 RULES: Mapping[str, str] = {
     HOST_CLAIMED: "no host that an Ingress outside the tenant already serves",
     CATCH_ALL: "every rule names a host, and no spec.defaultBackend",
     SNIPPET_ANNOTATION: "no ingress-controller snippet annotations (*-snippet)",
+    FOREIGN_REFERENCE: "annotations name Secrets and ConfigMaps of the Ingress's own namespace",
     HOST_NOT_ALLOWED: "only hosts within the Tenant's spec.ingress.allowedHostnames, if set",
 }
 RULE_IDS = frozenset(RULES)
-ALWAYS_REFUSED = frozenset({HOST_CLAIMED, CATCH_ALL, SNIPPET_ANNOTATION})
+ALWAYS_REFUSED = frozenset({HOST_CLAIMED, CATCH_ALL, SNIPPET_ANNOTATION, FOREIGN_REFERENCE})
 """Rules that protect other tenants: refused in every podSecurity mode."""
 
 _SNIPPET_SUFFIXES = ("-snippet", "-snippets")
 _SNIPPET_NAMES = frozenset({"snippet", "snippets"})
+_REFERENCE_SUFFIXES = ("-secret", "-secrets", "-configmap")
+_REFERENCE_NAMES = frozenset({"auth-proxy-set-headers", "custom-headers"})
 
 
 def is_ingress(obj: podspecs.Obj) -> bool:
@@ -147,6 +157,18 @@ def is_snippet_annotation(key: str) -> bool:
     return name in _SNIPPET_NAMES or name.endswith(_SNIPPET_SUFFIXES)
 
 
+def is_reference_annotation(key: str) -> bool:
+    """Whether an annotation's value names a Secret or ConfigMap (`NAME` or `NAMESPACE/NAME`)."""
+    name = key.rsplit("/", 1)[-1].strip().lower()
+    return name in _REFERENCE_NAMES or name.endswith(_REFERENCE_SUFFIXES)
+
+
+def referenced_namespace(value: str) -> str | None:
+    """The namespace a `NAMESPACE/NAME` reference names; None for a plain `NAME`."""
+    namespace, slash, _ = value.strip().partition("/")
+    return namespace.strip() if slash else None
+
+
 def _annotation_path(key: str) -> str:
     return f"metadata.annotations[{json.dumps(key)}]"
 
@@ -192,6 +214,22 @@ def _snippets(metadata: podspecs.Obj) -> Iterator[Violation]:
                 "mode)", "unset")
 
 
+def _foreign_references(metadata: podspecs.Obj, namespace: str | None) -> Iterator[Violation]:
+    for key, value in mapping(metadata.get("annotations")).items():
+        if not (isinstance(key, str) and isinstance(value, str) and is_reference_annotation(key)):
+            continue
+        other = referenced_namespace(value)
+        if other is None or other == namespace:
+            continue
+        own = namespace or "its own namespace"
+        yield Violation(
+            FOREIGN_REFERENCE, _annotation_path(key),
+            f"names {json.dumps(value.strip())}, in namespace {json.dumps(other)}: the shared "
+            f"ingress controller would read another namespace's object for this Ingress; name "
+            f"one of {own} (NAME alone) (refused in every podSecurity mode)",
+            f"NAME or {namespace}/NAME" if namespace else "NAME")
+
+
 def _not_allowed(found: Sequence[Host], allowed: Sequence[str]) -> Iterator[Violation]:
     listed = ", ".join(allowed) if allowed else "none"
     for ref in found:
@@ -204,11 +242,14 @@ def _not_allowed(found: Sequence[Host], allowed: Sequence[str]) -> Iterator[Viol
 
 
 def check_ingress(ingress: podspecs.Obj, policy: tenant.IngressPolicy | None = None, *,
-                  claimed: Collection[str] | None = None) -> list[Violation]:
+                  claimed: Collection[str] | None = None,
+                  namespace: str | None = None) -> list[Violation]:
     """Every violation of a networking.k8s.io/v1 Ingress; [] for other objects.
 
     `claimed`: hosts (normalized) that Ingresses outside the tenant serve; None when unknown
     (offline), which skips `ingressHostClaimed`. `policy`: the Tenant's spec.ingress.
+    `namespace`: where the Ingress is (else its metadata.namespace): annotations may name
+    objects of that namespace only.
     """
     if not is_ingress(ingress):
         return []
@@ -217,7 +258,12 @@ def check_ingress(ingress: podspecs.Obj, policy: tenant.IngressPolicy | None = N
     if claimed:
         violations += _claimed(found, claimed)
     violations += _catch_all(mapping(ingress.get("spec")))
-    violations += _snippets(mapping(ingress.get("metadata")))
+    metadata = mapping(ingress.get("metadata"))
+    violations += _snippets(metadata)
+    if namespace is None:
+        own = metadata.get("namespace")
+        namespace = own if isinstance(own, str) and own else None
+    violations += _foreign_references(metadata, namespace)
     allowed = policy.allowed_hostnames if policy is not None else None
     if allowed is not None:
         violations += _not_allowed(found, allowed)

@@ -197,7 +197,8 @@ def handler(webhook: str, tenants: TenantLookup, hosts: HostLookup | None,
             recorder.record(records.of_request(webhook, request, tenant=found.tenant, mode="",
                                                verdict=verdict))
             return verdict
-        violations = ingress.check_ingress(obj, spec.ingress, claimed=claimed)
+        violations = ingress.check_ingress(obj, spec.ingress, claimed=claimed,
+                                           namespace=request.namespace)
         decision = ingress.decide(violations, spec.pod_security.mode)
         verdict = workloads.verdict_for(found.tenant, decision)
         recorder.record(records.of_request(webhook, request, tenant=found.tenant,

@@ -189,6 +189,25 @@ def test_snippet_annotations_are_refused_in_every_mode(two_tenants: None, as_use
                                        ingress.SNIPPET_ANNOTATION)}, outcome
 
 
+def test_an_annotation_naming_another_tenants_secret_is_refused_in_every_mode(
+        two_tenants: None, as_user: UserApi) -> None:
+    """bob (tenant B) points the shared controller at tenant A's client CA: the controller
+    would read it with its own identity. Refused in Deny and Audit mode alike; his own
+    namespace's Secret, named either way, is fine."""
+    key = "nginx.ingress.kubernetes.io/auth-tls-secret"
+    for create, namespace in ((creator(as_user("bob")), B), (creator(as_user("ann")), A_ONE)):
+        foreign = B if namespace == A_ONE else A_ONE
+        outcome = create(an_ingress(namespace, f"{unique('r')}.example.test",
+                                    annotations={key: f"{foreign}/client-ca"}))
+        assert outcome.status == 403 and DENIED in outcome.message, outcome
+        assert outcome.findings() == {(f'metadata.annotations["{key}"]',
+                                       ingress.FOREIGN_REFERENCE)}, outcome
+        for own in (f"{namespace}/client-ca", "client-ca"):
+            admitted = create(an_ingress(namespace, f"{unique('r')}.example.test",
+                                         annotations={key: own}))
+            assert admitted.status == 201, admitted
+
+
 def test_a_catch_all_is_refused(two_tenants: None, as_user: UserApi) -> None:
     obj = an_ingress(B, "")
     obj["spec"]["rules"][0].pop("host")

@@ -124,6 +124,46 @@ def test_other_annotations_pass(key: str) -> None:
     assert found(an_ingress("ok.example.com", annotations={key: "x"})) == set()
 
 
+@pytest.mark.parametrize(("key", "value"), [
+    ("nginx.ingress.kubernetes.io/auth-tls-secret", "a-prod/client-ca"),
+    ("nginx.ingress.kubernetes.io/auth-secret", "kube-system/htpasswd"),
+    ("nginx.ingress.kubernetes.io/proxy-ssl-secret", " tenantry-system/upstream "),
+    ("nginx.ingress.kubernetes.io/auth-proxy-set-headers", "a-prod/headers"),
+    ("nginx.ingress.kubernetes.io/custom-headers", "a-prod/headers"),
+    ("nginx.ingress.kubernetes.io/fastcgi-params-configmap", "a-prod/params"),
+    ("haproxy.org/auth-secret", "a-prod/users"),
+    ("NGINX.org/Basic-Auth-Secret", "a-prod/users"),
+])
+def test_annotations_that_name_another_namespaces_objects_are_refused(key: str,
+                                                                     value: str) -> None:
+    found_here = ingress.check_ingress(an_ingress("ok.example.com", annotations={key: value}))
+    assert [(v.field_path, v.rule_id) for v in found_here] == [
+        (f'metadata.annotations["{key}"]', ingress.FOREIGN_REFERENCE)]
+    assert value.strip().split("/")[0] in found_here[0].message
+    assert ingress.decide(found_here, EnforcementMode.AUDIT).allowed is False
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("nginx.ingress.kubernetes.io/auth-tls-secret", "b-prod/client-ca"),  # its own namespace
+    ("nginx.ingress.kubernetes.io/auth-secret", "htpasswd"),  # plain NAME: its own namespace
+    ("nginx.ingress.kubernetes.io/rewrite-target", "/other/path"),
+    ("cert-manager.io/cluster-issuer", "letsencrypt/prod"),
+])
+def test_references_within_the_namespace_and_other_values_pass(key: str, value: str) -> None:
+    assert found(an_ingress("ok.example.com", annotations={key: value})) == set()
+
+
+def test_the_namespace_the_request_names_is_the_ingresses_own() -> None:
+    """On create the object may leave metadata.namespace out: the request's namespace counts."""
+    obj = an_ingress("ok.example.com", annotations={
+        "nginx.ingress.kubernetes.io/auth-tls-secret": "c-prod/ca"})
+    del obj["metadata"]["namespace"]
+    assert ingress.check_ingress(obj, namespace="c-prod") == []
+    # Unknown (offline, no -n): only NAME alone is known to be the Ingress's own.
+    [violation] = ingress.check_ingress(obj)
+    assert violation.rule_id == ingress.FOREIGN_REFERENCE
+
+
 # -- allowedHostnames ----------------------------------------------------------------------------
 
 ALLOWED = IngressPolicy(allowed_hostnames=["shop.example.com", "*.apps.example.com"])
