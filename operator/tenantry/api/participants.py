@@ -4,7 +4,9 @@ A participant token (`tokens.scoped`, typ `tenantry-participant+jwt`) names one 
 resource (`credentials/NS/NAME`) and one role: `viewer` reads that Credential's metadata,
 `member` may also exchange it when the Credential is participant-scoped. On every use the
 token must verify, still be recorded for its tenant and neither expired nor revoked
-(`store.participant_token_live`), so revoking its jti stops it on every replica at once.
+(`store.live_participant_token`), so revoking its jti stops it on every replica at once; and
+its issuer must still hold the admin role there (judged with the groups they were judged with
+at issue; a disabled issuer holds none), so a token dies with its issuer's access.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import re
 
 from fastapi import HTTPException
 
-from tenantry.api import deps, store
+from tenantry.api import deps, memberships, store
 from tenantry.api.tokens import rfc9068, scoped
+from tenantry.model.tenant import Role
 
 ROLES = ("viewer", "member")
 RESOURCE = re.compile(r"^credentials/([a-z0-9]([-a-z0-9]*[a-z0-9])?)/"
@@ -67,7 +70,15 @@ async def verify(token: str, svc: deps.Services) -> Grant:
         raise HTTPException(status_code=401, detail="invalid participant token",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) \
             from None
-    if not await store.participant_token_live(svc.pool, grant.tenant, grant.jti):
+    found = await store.live_participant_token(svc.pool, grant.tenant, grant.jti)
+    if found is None:
         raise HTTPException(status_code=401, detail="participant token revoked or expired",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    issuer = deps.Caller(user=found.user, groups=found.groups)
+    if found.user.disabled or not memberships.at_least(issuer.role_in(grant.tenant, svc),
+                                                       Role.ADMIN):
+        raise HTTPException(status_code=401,
+                            detail="participant token's issuer no longer holds the admin role "
+                                   "in its tenant",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
     return grant

@@ -41,7 +41,8 @@ What is stored, and why it is safe to store:
   code (kept as its SHA-256, 60 seconds) that only the holder of the matching verifier redeems.
 - `participant_tokens` (v5): each participant token's jti, tenant, resource and role (never the
   token), so it can be revoked and each use checked; a tenant table behind row-level security,
-  with `api.participant_token_tenant` as the one cross-tenant lookup (by jti).
+  with `api.participant_token_tenant` as the one cross-tenant lookup (by jti). `issuer_groups`
+  (v7): the issuer's groups as their role was judged at issue; each use judges it again.
 
 No DELETE on users or families for the app role: revocation is a state, not a deletion.
 """
@@ -277,6 +278,14 @@ CREATE TABLE api.cli_codes (
 CREATE INDEX cli_codes_expiry ON api.cli_codes (expires_at);
 """
 
+# The issuer's groups as their role was judged at issue: each use judges the issuer again with
+# them, so a token dies with its issuer's admin role (removed from the Tenant, or demoted).
+# Tokens issued before carry none: an issuer who was admin through a group loses them (fail
+# closed; they live an hour at most).
+_V7 = r"""
+ALTER TABLE api.participant_tokens ADD COLUMN issuer_groups text[] NOT NULL DEFAULT '{}';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "api: users, refresh families and tokens, revoked jtis, throttle, rate "
                  "buckets, api keys", _V1),
@@ -288,6 +297,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               _V5),
     Migration(6, "api: external sign-in for the command line (loopback redirect, PKCE codes)",
               _V6),
+    Migration(7, "api: participant tokens keep their issuer's groups (each use re-judges the "
+                 "issuer)", _V7),
 )
 
 #: Exactly what the API's app role may do; `migrations` revokes everything else on every run.

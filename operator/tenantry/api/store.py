@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -636,20 +636,34 @@ async def purge_hook_deliveries(conn: Conn) -> int:
 # -- participant tokens and tickets --------------------------------------------------------------
 
 async def record_participant_token(conn: Conn, *, jti: str, tenant: str, resource: str,
-                                   role: str, issued_by: uuid.UUID, expires_at: int) -> None:
+                                   role: str, issued_by: uuid.UUID, issuer_groups: Sequence[str],
+                                   expires_at: int) -> None:
     async with tenant_scope(conn, tenant) as c:
         await c.execute(
             "INSERT INTO api.participant_tokens (jti, tenant, resource, role, issued_by, "
-            "expires_at) VALUES ($1, $2, $3, $4, $5, to_timestamp($6))",
-            jti, tenant, resource, role, issued_by, expires_at)
+            "issuer_groups, expires_at) VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))",
+            jti, tenant, resource, role, issued_by, list(issuer_groups), expires_at)
 
 
-async def participant_token_live(conn: Conn, tenant: str, jti: str) -> bool:
-    """Whether the participant token `jti` of `tenant` is recorded, unexpired and unrevoked."""
+@dataclasses.dataclass(frozen=True)
+class ParticipantIssuer:
+    """Who issued a live participant token, with the groups their role was judged with."""
+
+    user: User
+    groups: tuple[str, ...]
+
+
+async def live_participant_token(conn: Conn, tenant: str, jti: str) -> ParticipantIssuer | None:
+    """The issuer of participant token `jti` of `tenant` when it is recorded, unexpired and
+    unrevoked; None otherwise."""
     async with tenant_scope(conn, tenant) as c:
-        return bool(await c.fetchval(
-            "SELECT revoked_at IS NULL AND expires_at > clock_timestamp() "
-            "FROM api.participant_tokens WHERE jti = $1", jti))
+        row = await c.fetchrow(
+            "SELECT u.id, u.username, u.password_hash, u.disabled, t.issuer_groups "
+            "FROM api.participant_tokens AS t JOIN api.users AS u ON u.id = t.issued_by "
+            "WHERE t.jti = $1 AND t.revoked_at IS NULL AND t.expires_at > clock_timestamp()",
+            jti)
+    user = _user(row)
+    return None if user is None else ParticipantIssuer(user, tuple(row["issuer_groups"]))
 
 
 async def participant_token_tenant(conn: Conn, jti: str) -> str | None:

@@ -457,6 +457,41 @@ def test_participant_tokens_only_for_admins_of_the_tenant_and_its_own_credential
                          headers=bearer(bob)).status_code == 404
 
 
+def test_a_participant_token_dies_with_its_issuers_admin_role(
+        client: httpx.Client, admin_api: kube.ApiClient, api_db: ApiDatabase,
+        world: dict[str, str]) -> None:
+    """An admin issues a token for an hour, then is demoted in the Tenant: the token stops
+    working (on the API's next view of the Tenant), though nobody revoked it."""
+    a = world["a"]
+    custom = kube.CustomObjectsApi(admin_api)
+    spec = custom.get_cluster_custom_object(GROUP, VERSION, "tenants", a)["spec"]
+    dora = "dora@acme.example"
+    members = [*spec["members"], {"kind": "User", "name": dora, "role": "admin"}]
+    custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", a,
+                                       {"spec": {"members": members}})
+    try:
+        token = login_as(client, api_db, dora)
+        issued = eventually(lambda: (lambda r: r if r.status_code == 201 else None)(
+            participant(client, token, a, f"credentials/{a}/shared", "member", ttl=3600)),
+            timeout=20, what="dora's admin role to be seen").json()
+        assert exchange(client, issued["token"], a, "shared").status_code == 200
+        demoted = [*spec["members"], {"kind": "User", "name": dora, "role": "member"}]
+        custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", a,
+                                           {"spec": {"members": demoted}})
+        refused = eventually(lambda: (lambda r: r if r.status_code == 401 else None)(
+            exchange(client, issued["token"], a, "shared")), timeout=20,
+            what="the demoted issuer's token to stop working")
+        assert "issuer no longer holds the admin role" in refused.json()["detail"]
+        # Promoted again: a token of the same issuer works again (nothing was revoked).
+        custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", a,
+                                           {"spec": {"members": members}})
+        eventually(lambda: exchange(client, issued["token"], a, "shared").status_code == 200,
+                   timeout=20, what="the issuer's admin role back")
+    finally:
+        custom.patch_cluster_custom_object(GROUP, VERSION, "tenants", a,
+                                           {"spec": {"members": spec["members"]}})
+
+
 def test_issuing_and_using_participant_tokens_are_ledger_entries(
         client: httpx.Client, api_db: ApiDatabase, world: dict[str, str]) -> None:
     a = world["a"]

@@ -75,7 +75,9 @@ async def issue(body: IssueRequest, request: Request, response: Response,
         claims={"tenant": access.tenant, "resource": body.resource, "role": body.role})
     await store.record_participant_token(svc.pool, jti=jti, tenant=access.tenant,
                                          resource=body.resource, role=body.role,
-                                         issued_by=who.user.id, expires_at=expires_at)
+                                         issued_by=who.user.id,
+                                         issuer_groups=sorted(who.identity.groups),
+                                         expires_at=expires_at)
     await svc.ledger.record(audit.event(
         actor=who.name, identity=who.ledger_identity(), action=ISSUED, kind="ParticipantToken",
         name=jti, tenant=access.tenant,
