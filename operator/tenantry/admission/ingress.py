@@ -19,7 +19,8 @@ ways, and both are refused here:
   Secret the controller can read).
 - `ingressForeignReference`: an annotation that names a Secret or ConfigMap of another namespace
   (`NAMESPACE/NAME` in the value of a key ending in `-secret`, `-secrets` or `-configmap`, or
-  ingress-nginx's `auth-proxy-set-headers` and `custom-headers`): auth-tls-secret, auth-secret,
+  ingress-nginx's `auth-proxy-set-headers` and `custom-headers`, HAProxy's `server-ca` and
+  `server-crt`): auth-tls-secret, auth-secret,
   proxy-ssl-secret... The controller reads them with its own identity, which may read every
   namespace's, so another tenant's client CA, htpasswd file or upstream certificate would serve
   this tenant's Ingress. A plain `NAME` (this namespace) stays allowed.
@@ -69,7 +70,10 @@ ALWAYS_REFUSED = frozenset({HOST_CLAIMED, CATCH_ALL, SNIPPET_ANNOTATION, FOREIGN
 _SNIPPET_SUFFIXES = ("-snippet", "-snippets")
 _SNIPPET_NAMES = frozenset({"snippet", "snippets"})
 _REFERENCE_SUFFIXES = ("-secret", "-secrets", "-configmap")
-_REFERENCE_NAMES = frozenset({"auth-proxy-set-headers", "custom-headers"})
+# Named otherwise: ingress-nginx's header ConfigMaps, and HAProxy's (haproxy.org) upstream CA and
+# client certificate, `NAMESPACE/NAME` Secrets it resolves in any namespace it watches.
+_REFERENCE_NAMES = frozenset({"auth-proxy-set-headers", "custom-headers", "server-ca",
+                              "server-crt"})
 
 
 def is_ingress(obj: podspecs.Obj) -> bool:

@@ -132,6 +132,9 @@ def test_other_annotations_pass(key: str) -> None:
     ("nginx.ingress.kubernetes.io/custom-headers", "a-prod/headers"),
     ("nginx.ingress.kubernetes.io/fastcgi-params-configmap", "a-prod/params"),
     ("haproxy.org/auth-secret", "a-prod/users"),
+    # HAProxy's upstream TLS: another tenant's CA to trust, or its client certificate to show.
+    ("haproxy.org/server-ca", "a-prod/upstream-ca"),
+    ("haproxy.org/server-crt", "a-prod/client-cert"),
     ("NGINX.org/Basic-Auth-Secret", "a-prod/users"),
 ])
 def test_annotations_that_name_another_namespaces_objects_are_refused(key: str,
