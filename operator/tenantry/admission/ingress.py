@@ -14,7 +14,8 @@ ways, and both are refused here:
 - `ingressSnippetAnnotation`: an annotation whose name (after the prefix) is `snippet` or ends
   with `-snippet` or `-snippets`, any case: ingress-nginx's configuration-, server-, auth-,
   stream- and modsecurity-snippet, NGINX Inc's nginx.org/server-snippets and location-snippets,
-  HAProxy's backend-config-snippet... They paste text into the controller's own configuration,
+  HAProxy's backend-config-snippet, and HAProxy Ingress's config-backend, config-frontend and
+  the other config-SECTION keys... They paste text into the controller's own configuration,
   which runs with the controller's identity, for every tenant (CVE-2021-25742: reading every
   Secret the controller can read).
 - `ingressForeignReference`: an annotation that names a Secret or ConfigMap of another namespace
@@ -68,7 +69,15 @@ ALWAYS_REFUSED = frozenset({HOST_CLAIMED, CATCH_ALL, SNIPPET_ANNOTATION, FOREIGN
 """Rules that protect other tenants: refused in every podSecurity mode."""
 
 _SNIPPET_SUFFIXES = ("-snippet", "-snippets")
-_SNIPPET_NAMES = frozenset({"snippet", "snippets"})
+# HAProxy Ingress (haproxy-ingress.github.io, ingress.kubernetes.io) names its snippets
+# config-SECTION: raw HAProxy configuration pasted into that section, like any -snippet.
+_SNIPPET_NAMES = frozenset({
+    "snippet", "snippets",
+    *(f"config-{section}{when}" for section in ("backend", "frontend")
+      for when in ("", "-early", "-late")),
+    *(f"config-{section}" for section in ("defaults", "global", "peers", "proxy", "sections",
+                                          "tcp", "tcp-service")),
+})
 _REFERENCE_SUFFIXES = ("-secret", "-secrets", "-configmap")
 # Named otherwise: ingress-nginx's header ConfigMaps, and HAProxy's (haproxy.org) upstream CA and
 # client certificate, `NAMESPACE/NAME` Secrets it resolves in any namespace it watches.
@@ -156,7 +165,8 @@ def overlapping(host: str, claimed: Iterable[str]) -> list[str]:
 # -- annotations ---------------------------------------------------------------------------------
 
 def is_snippet_annotation(key: str) -> bool:
-    """`prefix/name` or `name`, where name is snippet(s) or ends with -snippet(s), any case."""
+    """`prefix/name` or `name`, where name is snippet(s), ends with -snippet(s) or is one of
+    HAProxy Ingress's config-SECTION snippets, any case."""
     name = key.rsplit("/", 1)[-1].strip().lower()
     return name in _SNIPPET_NAMES or name.endswith(_SNIPPET_SUFFIXES)
 

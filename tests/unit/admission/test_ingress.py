@@ -106,6 +106,11 @@ def test_rules_without_a_host_and_default_backends_are_catch_alls() -> None:
     "nginx.org/server-snippets",
     "nginx.org/location-snippets",
     "haproxy.org/backend-config-snippet",
+    # HAProxy Ingress (jcmoraisjr): raw HAProxy configuration under config-SECTION names.
+    "haproxy-ingress.github.io/config-backend",
+    "haproxy-ingress.github.io/config-backend-early",
+    "ingress.kubernetes.io/config-frontend-late",
+    "haproxy-ingress.github.io/config-tcp-service",
     "ingress.kubernetes.io/snippet",
     "snippet",
 ])
@@ -118,6 +123,7 @@ def test_snippet_annotations_are_refused(key: str) -> None:
     "nginx.ingress.kubernetes.io/rewrite-target",
     "nginx.ingress.kubernetes.io/snippets-enabled-note",
     "example.com/snippet-author",
+    "example.com/config-hash",  # config- alone is no snippet
     "cert-manager.io/cluster-issuer",
 ])
 def test_other_annotations_pass(key: str) -> None:
