@@ -72,6 +72,34 @@ class Member(SpecModel):
     role: Annotated[Role, Field(description="owner, admin, member or viewer.")]
 
 
+def is_everyone(member: Member) -> bool:
+    """Whether `member` names a subject that means everyone (never bound)."""
+    if member.kind is SubjectKind.GROUP:
+        return member.name in EVERYONE_GROUPS
+    return member.kind is SubjectKind.USER and member.name in EVERYONE_USERS
+
+
+def is_workload(member: Member) -> bool:
+    """Whether `member` is one or more ServiceAccounts, whichever way it is spelled."""
+    if member.kind is SubjectKind.SERVICE_ACCOUNT:
+        return True
+    if member.kind is SubjectKind.USER:
+        return member.name.startswith(SERVICE_ACCOUNT_USER_PREFIX)
+    return member.name.startswith(SERVICE_ACCOUNT_GROUP_PREFIX)
+
+
+def bound_role(member: Member) -> Role | None:
+    """The tier `member` is bound to: its role, at most `member` for a workload's identity, and
+    None (not bound at all) for everyone. The schema refuses both (the rules on spec.members),
+    but a Tenant stored before them may still hold them: the operator's RoleBindings and the
+    webhook read members through this."""
+    if is_everyone(member):
+        return None
+    if is_workload(member) and member.role.value not in WORKLOAD_ROLES:
+        return Role.MEMBER
+    return member.role
+
+
 class TenantNamespace(SpecModel):
     """A namespace the tenant owns."""
 

@@ -29,7 +29,6 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from tenantry.admission.violation import Violation, items, mapping
-from tenantry.controller.tenant import rbac
 from tenantry.model import common, tenant
 from tenantry.webhook import records
 from tenantry.webhook.directory import TenantLookup
@@ -103,12 +102,12 @@ def tenant_role(username: str, groups: Collection[str],
     A ServiceAccount of one of the tenant's namespaces holds at most `member`, listed or not:
     any member can run a pod as any ServiceAccount of the namespace, so whatever such an account
     may do, a member may do (and an admin's RoleBinding that gives one more is not a way up).
-    Each member counts at the tier its RoleBindings bind it to (`rbac.bound_role`), not the one
+    Each member counts at the tier its RoleBindings bind it to (`tenant.bound_role`), not the one
     its entry says: a Tenant stored before the schema refused them may still list everyone's
     groups or a ServiceAccount spelled as a User or Group with a higher role, which RBAC never
     binds as such, so the everyone groups every requester carries make nobody an admin here."""
     roles = [role for member in spec.members if _matches(member, username, groups)
-             and (role := rbac.bound_role(member)) is not None]
+             and (role := tenant.bound_role(member)) is not None]
     if username.startswith(SA_USER_PREFIX):
         namespace = username[len(SA_USER_PREFIX):].split(":", 1)[0]
         if namespace in {entry.name for entry in spec.namespaces}:

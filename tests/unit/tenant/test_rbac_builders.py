@@ -220,11 +220,11 @@ def test_a_workload_spelled_as_a_user_or_group_is_bound_at_most_as_member(
     # for one (however it is spelled) would make every member an owner.
     for role in ("owner", "admin"):
         members = [_stored("User", "alice", "owner"), _stored(kind, name, role)]
-        assert rbac.bound_role(members[1]) is Role.MEMBER
+        assert tenant.bound_role(members[1]) is Role.MEMBER
         assert _bound(rbac.role_bindings(TENANT, UID, "acme-prod", members)) == {
             "tenantry:owner": ["alice"], "tenantry:member": [name]}
     viewer = _stored(kind, name, "viewer")
-    assert rbac.bound_role(viewer) is Role.VIEWER
+    assert tenant.bound_role(viewer) is Role.VIEWER
 
 
 @pytest.mark.parametrize(("kind", "name"), [
@@ -233,7 +233,7 @@ def test_a_workload_spelled_as_a_user_or_group_is_bound_at_most_as_member(
 ])
 def test_everyone_is_never_bound_nor_shown_the_tenant(kind: str, name: str) -> None:
     members = [_stored("User", "alice", "owner"), _stored(kind, name, "viewer")]
-    assert rbac.bound_role(members[1]) is None
+    assert tenant.bound_role(members[1]) is None
     assert _bound(rbac.role_bindings(TENANT, UID, "acme-prod", members)) == {
         "tenantry:owner": ["alice"]}
     view = rbac.tenant_view_binding(TENANT, UID, members)

@@ -176,7 +176,7 @@ def test_a_tenant_role_is_read_as_rbac_binds_members() -> None:
 STORED_BEFORE_THE_RULES = [
     *MEMBERS,
     # Refused by the schema since, but kept by the apiserver on a Tenant stored before: RBAC
-    # binds none of them as written (`rbac.bound_role`), so neither does the webhook.
+    # binds none of them as written (`tenant.bound_role`), so neither does the webhook.
     {"kind": "Group", "name": "system:authenticated", "role": "admin"},
     {"kind": "User", "name": "system:anonymous", "role": "owner"},
     {"kind": "User", "name": "system:serviceaccount:elsewhere:deployer", "role": "admin"},

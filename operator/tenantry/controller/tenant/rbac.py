@@ -230,37 +230,11 @@ def subject(member: tenant.Member) -> dict[str, str]:
     return {"apiGroup": RBAC_GROUP, "kind": str(member.kind), "name": member.name}
 
 
-def is_everyone(member: tenant.Member) -> bool:
-    """Whether `member` names a subject that means everyone (never bound)."""
-    if member.kind is tenant.SubjectKind.GROUP:
-        return member.name in tenant.EVERYONE_GROUPS
-    return member.kind is tenant.SubjectKind.USER and member.name in tenant.EVERYONE_USERS
-
-
-def is_workload(member: tenant.Member) -> bool:
-    """Whether `member` is one or more ServiceAccounts, whichever way it is spelled."""
-    if member.kind is tenant.SubjectKind.SERVICE_ACCOUNT:
-        return True
-    if member.kind is tenant.SubjectKind.USER:
-        return member.name.startswith(tenant.SERVICE_ACCOUNT_USER_PREFIX)
-    return member.name.startswith(tenant.SERVICE_ACCOUNT_GROUP_PREFIX)
-
-
-def bound_role(member: tenant.Member) -> tenant.Role | None:
-    """The tier `member` is bound to: its role, at most `member` for a workload's identity, and
-    None (not bound at all) for everyone. The schema refuses both cases; see the docstring."""
-    if is_everyone(member):
-        return None
-    if is_workload(member) and member.role.value not in tenant.WORKLOAD_ROLES:
-        return tenant.Role.MEMBER
-    return member.role
-
-
 def subjects(members: Iterable[tenant.Member]) -> list[dict[str, str]]:
     """Subjects of `members`, de-duplicated and sorted (kind, namespace, name); never one that
     means everyone."""
     unique = {(s["kind"], s.get("namespace", ""), s["name"]): s
-              for s in (subject(m) for m in members if not is_everyone(m))}
+              for s in (subject(m) for m in members if not tenant.is_everyone(m))}
     return [unique[key] for key in sorted(unique)]
 
 
@@ -278,7 +252,7 @@ def role_bindings(tenant_name: str, tenant_uid: str | None, namespace: str,
     """
     by_role: dict[tenant.Role, list[tenant.Member]] = {}
     for member in members:
-        role = bound_role(member)
+        role = tenant.bound_role(member)
         if role is not None:
             by_role.setdefault(role, []).append(member)
     bindings = []
