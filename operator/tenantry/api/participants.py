@@ -6,7 +6,8 @@ resource (`credentials/NS/NAME`) and one role: `viewer` reads that Credential's 
 token must verify, still be recorded for its tenant and neither expired nor revoked
 (`store.live_participant_token`), so revoking its jti stops it on every replica at once; and
 its issuer must still hold the admin role there (judged with the groups they were judged with
-at issue; a disabled issuer holds none), so a token dies with its issuer's access.
+at issue; a disabled issuer holds none; one who issued it with an API key, through that key,
+which must still be live), so a token dies with its issuer's access.
 """
 
 from __future__ import annotations
@@ -74,7 +75,12 @@ async def verify(token: str, svc: deps.Services) -> Grant:
     if found is None:
         raise HTTPException(status_code=401, detail="participant token revoked or expired",
                             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    issuer = deps.Caller(user=found.user, groups=found.groups)
+    if not found.key_live:
+        raise HTTPException(status_code=401,
+                            detail="participant token issued with an API key that is revoked "
+                                   "or expired",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    issuer = deps.Caller(user=found.user, groups=found.groups, key=found.key)
     if found.user.disabled or not memberships.at_least(issuer.role_in(grant.tenant, svc),
                                                        Role.ADMIN):
         raise HTTPException(status_code=401,

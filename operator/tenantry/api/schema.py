@@ -42,7 +42,8 @@ What is stored, and why it is safe to store:
 - `participant_tokens` (v5): each participant token's jti, tenant, resource and role (never the
   token), so it can be revoked and each use checked; a tenant table behind row-level security,
   with `api.participant_token_tenant` as the one cross-tenant lookup (by jti). `issuer_groups`
-  (v7): the issuer's groups as their role was judged at issue; each use judges it again.
+  and `issued_with_key` (v7): the issuer's groups as their role was judged at issue, and the API
+  key they used; each use judges the issuer (and the key) again.
 
 No DELETE on users or families for the app role: revocation is a state, not a deletion.
 """
@@ -278,12 +279,15 @@ CREATE TABLE api.cli_codes (
 CREATE INDEX cli_codes_expiry ON api.cli_codes (expires_at);
 """
 
-# The issuer's groups as their role was judged at issue: each use judges the issuer again with
-# them, so a token dies with its issuer's admin role (removed from the Tenant, or demoted).
-# Tokens issued before carry none: an issuer who was admin through a group loses them (fail
+# The issuer's groups as their role was judged at issue, and the API key they issued with (if
+# any): each use judges the issuer again with them, so a token dies with its issuer's admin
+# role (removed from the Tenant, or demoted) and with the key (revoked or expired). Tokens
+# issued before carry no groups: an issuer who was admin through a group loses them (fail
 # closed; they live an hour at most).
 _V7 = r"""
-ALTER TABLE api.participant_tokens ADD COLUMN issuer_groups text[] NOT NULL DEFAULT '{}';
+ALTER TABLE api.participant_tokens
+    ADD COLUMN issuer_groups text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN issued_with_key uuid REFERENCES api.api_keys (id);
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

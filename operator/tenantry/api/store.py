@@ -637,20 +637,25 @@ async def purge_hook_deliveries(conn: Conn) -> int:
 
 async def record_participant_token(conn: Conn, *, jti: str, tenant: str, resource: str,
                                    role: str, issued_by: uuid.UUID, issuer_groups: Sequence[str],
-                                   expires_at: int) -> None:
+                                   issued_with_key: uuid.UUID | None, expires_at: int) -> None:
     async with tenant_scope(conn, tenant) as c:
         await c.execute(
             "INSERT INTO api.participant_tokens (jti, tenant, resource, role, issued_by, "
-            "issuer_groups, expires_at) VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7))",
-            jti, tenant, resource, role, issued_by, list(issuer_groups), expires_at)
+            "issuer_groups, issued_with_key, expires_at) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8))",
+            jti, tenant, resource, role, issued_by, list(issuer_groups), issued_with_key,
+            expires_at)
 
 
 @dataclasses.dataclass(frozen=True)
 class ParticipantIssuer:
-    """Who issued a live participant token, with the groups their role was judged with."""
+    """Who issued a live participant token: the user, the groups their role was judged with,
+    and the API key they issued it with (None: signed in; revoked or expired: `key_live`)."""
 
     user: User
     groups: tuple[str, ...]
+    key: KeyGrant | None = None
+    key_live: bool = True
 
 
 async def live_participant_token(conn: Conn, tenant: str, jti: str) -> ParticipantIssuer | None:
@@ -658,12 +663,24 @@ async def live_participant_token(conn: Conn, tenant: str, jti: str) -> Participa
     unrevoked; None otherwise."""
     async with tenant_scope(conn, tenant) as c:
         row = await c.fetchrow(
-            "SELECT u.id, u.username, u.password_hash, u.disabled, t.issuer_groups "
+            "SELECT u.id, u.username, u.password_hash, u.disabled, t.issuer_groups, "
+            "k.id AS key_id, k.prefix, k.role AS key_role, k.created_by_groups, "
+            "k.id IS NOT NULL AND k.revoked_at IS NULL "
+            "AND (k.expires_at IS NULL OR k.expires_at > clock_timestamp()) AS key_live "
             "FROM api.participant_tokens AS t JOIN api.users AS u ON u.id = t.issued_by "
+            "LEFT JOIN api.api_keys AS k ON k.id = t.issued_with_key "
             "WHERE t.jti = $1 AND t.revoked_at IS NULL AND t.expires_at > clock_timestamp()",
             jti)
     user = _user(row)
-    return None if user is None else ParticipantIssuer(user, tuple(row["issuer_groups"]))
+    if user is None:
+        return None
+    groups = tuple(row["issuer_groups"])
+    if row["key_id"] is None:
+        return ParticipantIssuer(user, groups)
+    key = KeyGrant(id=row["key_id"], prefix=row["prefix"], tenant=tenant, role=row["key_role"],
+                   creator_id=user.id, creator=user.username,
+                   creator_groups=tuple(row["created_by_groups"]))
+    return ParticipantIssuer(user, groups, key=key, key_live=bool(row["key_live"]))
 
 
 async def participant_token_tenant(conn: Conn, jti: str) -> str | None:

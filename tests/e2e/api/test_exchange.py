@@ -492,6 +492,24 @@ def test_a_participant_token_dies_with_its_issuers_admin_role(
                                            {"spec": {"members": spec["members"]}})
 
 
+def test_a_participant_token_issued_with_an_api_key_dies_with_the_key(
+        client: httpx.Client, api_db: ApiDatabase, world: dict[str, str]) -> None:
+    a = world["a"]
+    alice = login_as(client, api_db, "alice@acme.example")
+    key = eventually(lambda: (lambda r: r.json() if r.status_code == 201 else None)(
+        client.post(f"/v1/tenants/{a}/api-keys", json={"role": "admin", "name": "ci"},
+                    headers=bearer(alice))), timeout=20, what="alice's owner role")
+    issued = participant(client, key["key"], a, f"credentials/{a}/shared", "member")
+    assert issued.status_code == 201, issued.text
+    token = issued.json()["token"]
+    assert exchange(client, token, a, "shared").status_code == 200
+    assert client.delete(f"/v1/tenants/{a}/api-keys/{key['id']}",
+                         headers=bearer(alice)).status_code == 204
+    refused = exchange(client, token, a, "shared")
+    assert refused.status_code == 401, refused.text
+    assert "API key that is revoked or expired" in refused.json()["detail"]
+
+
 def test_issuing_and_using_participant_tokens_are_ledger_entries(
         client: httpx.Client, api_db: ApiDatabase, world: dict[str, str]) -> None:
     a = world["a"]

@@ -77,6 +77,7 @@ async def issue(body: IssueRequest, request: Request, response: Response,
                                          resource=body.resource, role=body.role,
                                          issued_by=who.user.id,
                                          issuer_groups=sorted(who.identity.groups),
+                                         issued_with_key=who.key.id if who.key else None,
                                          expires_at=expires_at)
     await svc.ledger.record(audit.event(
         actor=who.name, identity=who.ledger_identity(), action=ISSUED, kind="ParticipantToken",

@@ -214,10 +214,11 @@ class ProtectionGate:
     re-applies the policy.
 
     Two refusals `confirm_after` seconds apart open it, not one (the probe asks again after
-    the first, while the reconciliations that asked wait): with several apiservers (HA), each
-    loads a new policy from its own watch and the operator's requests reach only one of them,
-    so a refusal says that one has it, and the others get it within moments (their watches
-    follow the same etcd). Tenants that ask at once share one probe.
+    the first, while the reconciliations that asked wait). With several apiservers (HA), each
+    loads a new policy from its own watch, and both probes usually travel the same kept-alive
+    connection to the same one: the second refusal does not look at the others, it gives them
+    a second's grace, which their watches (following the same etcd) normally need far less of.
+    Tenants that ask at once share one probe.
     """
 
     enforced: bool = False
