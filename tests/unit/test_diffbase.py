@@ -221,3 +221,23 @@ def test_an_annotation_forged_on_a_tenant_hides_no_change() -> None:
     body = kopf.Body(raw)  # type: ignore[arg-type]
     assert storage.fetch(body=body) != storage.build(body=body)
     assert diffbase.handled(body) is not None
+
+
+def test_the_essence_is_kopfs_own_without_copying_what_it_drops() -> None:
+    """`DiffBase.build` leaves the status and managedFields out of what kopf copies; the
+    essence is exactly the one kopf's own storage builds, extra fields included."""
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix="tenantry.dev",
+                                            key=diffbase.KEY)
+    for raw in (_policy(), _policy() | {"status": {"phase": "x"}}):
+        raw["metadata"] |= {"labels": {"team": "pay"}, "uid": "u-2", "resourceVersion": "7",
+                            "annotations": {"note": "kept",
+                                            "kubectl.kubernetes.io/last-applied-configuration":
+                                                "{}"},
+                            "managedFields": [{"manager": "kubectl", "fieldsV1": {}}]}
+        body = kopf.Body(raw)  # type: ignore[arg-type]
+        for fields in ([], [("spec",)], [("status", "phase")], ["metadata.uid"]):
+            assert diffbase.DiffBase().build(body=body, extra_fields=fields) == \
+                kopfs.build(body=body, extra_fields=fields)
+    built = diffbase.DiffBase().build(body=kopf.Body(raw),  # type: ignore[arg-type]
+                                      extra_fields=[("status", "phase")])
+    assert built["status"] == {"phase": "x"}  # type: ignore[typeddict-item]

@@ -111,7 +111,8 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
 
     def build(self, *, body: kopf.Body,
               extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
-        essence = super().build(body=body, extra_fields=extra_fields)
+        fields = list(extra_fields or [])
+        essence = super().build(body=_essential(body, fields), extra_fields=fields)
         if in_status(body):
             # The annotation storage marks this prefix as kopf's, so that its progress records
             # never count as a change; no marker is written here, so drop them explicitly.
@@ -142,6 +143,27 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
         if isinstance(uid, str) and _written.pop(uid, None) == encoded:
             return  # the handler's own status write carried it already
         patch.status[STATUS_FIELD] = encoded
+
+
+def _top(field: Any) -> str:
+    return field.split(".", 1)[0] if isinstance(field, str) else str(next(iter(field), ""))
+
+
+def _essential(body: kopf.Body, extra_fields: list[Any]) -> kopf.Body:
+    """`body` without what kopf's `build` deep-copies only to drop it: the status and every
+    metadata field but labels and annotations (managedFields are most of a written object).
+    kopf builds an essence on every event of every object it watches (two per write of a
+    Tenant's status or finalizer in a rollout, bench/bench_tenants.py); the whole body was
+    copied each time. The essence is the same (`test_diffbase`). Unchanged when a handler's
+    field lies in those stanzas (kopf then picks it from the body)."""
+    if any(_top(field) in ("metadata", "status") for field in extra_fields):
+        return body
+    light: dict[str, Any] = {key: value for key, value in body.items()
+                             if key not in ("metadata", "status")}
+    metadata = body.get("metadata") or {}
+    light["metadata"] = {key: metadata[key] for key in ("labels", "annotations")
+                         if key in metadata}
+    return kopf.Body(cast(kopf.RawBody, light))
 
 
 class Progress(kopf.AnnotationsProgressStorage):
