@@ -367,3 +367,63 @@ async def test_a_member_removed_while_the_gate_is_closed_loses_access_at_once() 
     # Only the binding that exists was applied, with no one it did not already have.
     assert list(applied_access) == [meta.ref(owner_binding)]
     assert [s["name"] for s in applied_access[meta.ref(owner_binding)]["subjects"]] == ["alice"]
+
+
+class EnforcedAfterApi(PolicyApi):
+    """PolicyApi whose policy is enforced from the `after`-th probe on (None: never)."""
+
+    def __init__(self, after: int | None) -> None:
+        super().__init__("not enforced")
+        self.after = after
+
+    async def create(self, obj: dict[str, Any], **options: Any) -> dict[str, Any]:
+        if obj["kind"] == "LimitRange" and self.after is not None and \
+                len(self.probes) + 1 >= self.after:
+            self.answer = "enforced"
+        return await super().create(obj, **options)
+
+
+async def test_a_patient_gate_grants_access_in_the_same_pass_once_the_policy_is_enforced() -> None:
+    """The operator's gate waits a moment for the policy it just installed, probing again,
+    rather than failing the pass (the Tenant would wait for a retry behind every other one)."""
+    api = EnforcedAfterApi(after=3)
+    gate = reconcile.ProtectionGate(patience=5.0, confirm_after=0.01)
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        first_time=True, protection_gate=gate)
+    assert gate.enforced and not outcome.failures and not outcome.withheld
+    # Stored twice, then refused, and refused again a moment later.
+    assert len(api.probes) == 4 and all(dry_run for _, dry_run in api.probes)
+    access = [meta.ref(o) for o in desired.desired_objects(TENANT, UID, _spec())
+              if desired.is_access(o)]
+    # Still: no RoleBinding before the probe that confirmed the policy refuses it.
+    last_probe = max(i for i, (phase, verb, ref) in enumerate(api.log)
+                     if phase == "end" and verb == "create" and ref == api.probes[-1][0])
+    assert all(api.index("start", "apply", ref) > last_probe for ref in access)
+
+
+async def test_a_patient_gate_still_withholds_access_from_a_policy_never_enforced() -> None:
+    api = EnforcedAfterApi(after=None)
+    gate = reconcile.ProtectionGate(patience=0.6, confirm_after=0.01)
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        first_time=True, protection_gate=gate)
+    access = {meta.ref(o) for o in desired.desired_objects(TENANT, UID, _spec())
+              if desired.is_access(o)}
+    assert not gate.enforced and list(outcome.failures) == ["RBAC"]
+    assert not access & set(api.sent("apply"))
+    patient = len(api.probes)
+    assert 2 <= patient <= 4  # every PROBE_INTERVAL within the patience, then it answers
+    # Past its patience, one probe per pass again (the Tenant's retries back off meanwhile).
+    outcome = await reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(),
+                                        protection_gate=gate)
+    assert len(api.probes) == patient + 1 and list(outcome.failures) == ["RBAC"]
+    assert not access & set(api.sent("apply"))
+
+
+async def test_tenants_reconciled_together_share_one_probe() -> None:
+    api = PolicyApi("enforced")
+    gate = reconcile.ProtectionGate(patience=5.0, confirm_after=0.01)
+    outcomes = await asyncio.gather(*(
+        reconcile.reconcile(cast(KubeApi, api), TENANT, UID, _spec(), first_time=True,
+                            protection_gate=gate) for _ in range(3)))
+    assert len(api.probes) == 2 and gate.enforced  # one probe: a refusal and its confirmation
+    assert all(not outcome.failures for outcome in outcomes)

@@ -188,8 +188,9 @@ async def start_children(memo: kopf.Memo, **_: Any) -> None:
     with), started once the operator's own start-up handler has made the client."""
     memo.tenant_children = children.Children(
         lambda kind, child: _on_child_event(memo, kind, child))
-    # On the operator's memo, before kopf copies it per object: one gate for every Tenant.
-    memo.protection_gate = reconcile.ProtectionGate()
+    # On the operator's memo, before kopf copies it per object: one gate for every Tenant,
+    # patient for the moment the apiserver takes to enforce the policy just installed.
+    memo.protection_gate = reconcile.ProtectionGate(patience=reconcile.PROTECTION_PATIENCE)
     memo.tenant_children_task = asyncio.create_task(_start_children(memo),
                                                     name="tenantry-children-start")
 

@@ -26,9 +26,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from tenantry import kubeapi, metrics
@@ -200,8 +199,14 @@ class Outcome:
         self.failures.setdefault(part, []).append(message)
 
 
-CONFIRM_AFTER = 1.0
+CONFIRM_AFTER = 0.5
 """Seconds between the first refusal of the probe and the one that opens the gate."""
+PROTECTION_PATIENCE = 5.0
+"""Seconds after the operator's first probe during which it waits for the protection policy in
+place (`ProtectionGate.patience`): it installs the policy as it starts, and the apiserver
+enforces it about a second later."""
+PROBE_INTERVAL = 0.25
+"""Seconds between probes while the gate is patient."""
 
 
 @dataclasses.dataclass
@@ -217,15 +222,26 @@ class ProtectionGate:
     the first, while the reconciliations that asked wait). With several apiservers (HA), each
     loads a new policy from its own watch, and both probes usually travel the same kept-alive
     connection to the same one: the second refusal does not look at the others, it gives them
-    a second's grace, which their watches (following the same etcd) normally need far less of.
-    Tenants that ask at once share one probe.
+    that much grace, which their watches (following the same etcd) normally need far less of.
+
+    One probe at a time: Tenants reconciled together wait for the probe under way and take its
+    answer. Within `patience` seconds of its first probe, a probe that finds the policy not
+    enforced yet (stored, nothing refused) is repeated every `PROBE_INTERVAL` before the gate
+    answers, so the Tenants created as the operator starts get access in that same pass rather
+    than a retry behind every Tenant queued meanwhile (in bench/bench_tenants.py those few were
+    the run's create->Ready p99). Past that window one probe decides; a refusal for any other
+    reason is answered at once. Either way nothing is granted before the policy is seen
+    refusing the probe.
     """
 
     enforced: bool = False
     confirm_after: float = CONFIRM_AFTER
-    clock: Callable[[], float] = time.monotonic
-    first_refused: float | None = None
-    _probing: asyncio.Future[str | None] | None = dataclasses.field(default=None, repr=False)
+    patience: float = 0.0
+    """0: one probe per call (`handlers` gives the operator's gate `PROTECTION_PATIENCE`)."""
+    _first_refused: float | None = dataclasses.field(default=None, init=False, repr=False)
+    _patient_until: float | None = dataclasses.field(default=None, init=False, repr=False)
+    _probing: asyncio.Future[str | None] | None = dataclasses.field(
+        default=None, init=False, repr=False)
 
     async def problem(self, api: KubeApi, namespace: str) -> str | None:
         """None once the policy is enforced; otherwise why no access may be granted yet."""
@@ -237,15 +253,21 @@ class ProtectionGate:
         return await asyncio.shield(self._probing)
 
     async def _probe(self, api: KubeApi, namespace: str) -> str | None:
+        loop = asyncio.get_running_loop()
+        if self._patient_until is None:
+            self._patient_until = loop.time() + self.patience
         while True:
-            problem = await self._ask(api, namespace)
+            problem, not_yet = await self._ask(api, namespace)
+            now = loop.time()
             if problem is not None:
-                self.first_refused = None
+                self._first_refused = None
+                if not_yet and now < self._patient_until:
+                    await asyncio.sleep(PROBE_INTERVAL)
+                    continue
                 return problem
-            now = self.clock()
-            if self.first_refused is None:
-                self.first_refused = now
-            waited = now - self.first_refused
+            if self._first_refused is None:
+                self._first_refused = now
+            waited = now - self._first_refused
             if waited >= self.confirm_after:
                 break
             await asyncio.sleep(self.confirm_after - waited)
@@ -254,19 +276,20 @@ class ProtectionGate:
                     "access", protection.POLICY_NAME)
         return None
 
-    async def _ask(self, api: KubeApi, namespace: str) -> str | None:
-        """None when this version of the policy refused the probe; otherwise why not."""
+    async def _ask(self, api: KubeApi, namespace: str) -> tuple[str | None, bool]:
+        """(None when this version of the policy refused the probe, otherwise why not; whether
+        the policy is merely not enforced yet, the probe stored: worth asking again soon)."""
         try:
             await api.create(protection.probe_object(namespace), dry_run=True)
         except ApiError as error:
             if protection.refused_by_policy(error.status, error.message):
-                return None
+                return None, False
             return (f"no access granted until the apiserver is seen enforcing "
                     f"ValidatingAdmissionPolicy {protection.POLICY_NAME}: its dry-run probe "
-                    f"in namespace {namespace} failed with {error.status} {error.reason}")
+                    f"in namespace {namespace} failed with {error.status} {error.reason}"), False
         return (f"no access granted until the apiserver enforces ValidatingAdmissionPolicy "
                 f"{protection.POLICY_NAME} (a policy takes a moment to load after it is "
-                f"installed; if this persists, check that the policy and its binding exist)")
+                f"installed; if this persists, check that the policy and its binding exist)"), True
 
 
 def _selector(tenant_name: str, labels: Mapping[str, str] | None = None) -> str:
