@@ -19,10 +19,16 @@ everyone else's load, the CPU a tenant costs much less), and the load average be
 
 With --json the figures go to standard output as one JSON object (the table to standard error):
 {"observe", "baseline": {"tenants_per_s", "objects_per_s", "apiserver_cpu_ms_per_tenant",
- "removed_s"},
+ "removed_s", "cpu_ms_per_tenant": {process: ms}},
  "operator": {"tenants_per_s", "ready_p50_s", "ready_p99_s", "creates_s",
  "operator_cpu_ms_per_tenant", "apiserver_cpu_ms_per_tenant",
+ "cpu_ms_per_tenant": {process: ms},
  "requests_per_tenant": {"VERB resource": n}}, "ratio", "load_average": [before, after]}.
+
+`cpu_ms_per_tenant` has every process of the run, the control plane's (kube-apiserver, etcd,
+kube-controller-manager), this bench's own ("bench": the client, and in the operator run its
+Ready poll) and the operator's, and their "total": on 2 cores both phases are bound by CPU, so
+the ratio follows total(baseline) / total(operator run) more than any one process.
 """
 
 from __future__ import annotations
@@ -208,6 +214,18 @@ def apiserver_pid(plane: LocalControlPlane) -> int:
     return next(p.pid for p in plane.processes() if p.name == "kube-apiserver")
 
 
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each process named."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def ms_per_tenant(before: dict[str, float], after: dict[str, float],
+                  tenants: int) -> dict[str, float]:
+    """CPU milliseconds per tenant of each process between the readings, and their total."""
+    spent = {name: round(1000 * (after[name] - before[name]) / tenants, 1) for name in after}
+    return {**spent, "total": round(sum(spent.values()), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=200)
@@ -223,10 +241,12 @@ def main() -> None:
     with LocalControlPlane() as plane, LocalPostgres() as postgres:
         install_crds(plane.admin_kubeconfig)
         apiserver = apiserver_pid(plane)
-        cpu_start = cpu_seconds(apiserver)
+        pids = {p.name: p.pid for p in plane.processes()} | {"bench": os.getpid()}
+        cpu_start, every_start = cpu_seconds(apiserver), cpu_by_process(pids)
         base_seconds, objects = asyncio.run(
             baseline(plane.admin_kubeconfig, args.tenants, args.concurrency))
         base_apiserver_cpu = cpu_seconds(apiserver) - cpu_start
+        base_cpu = ms_per_tenant(every_start, cpu_by_process(pids), args.tenants)
         settle_seconds = settle(plane.admin_kubeconfig, args.tenants)
         # The operator as shipped: every change it makes goes to the audit ledger.
         state = Path(tempfile.mkdtemp())
@@ -234,9 +254,12 @@ def main() -> None:
         try:
             admin = kube.api_client(plane.admin_kubeconfig)
             requests_before = apiserver_cost.snapshot(admin)
+            pids["operator"] = operator.pid
             cpu_start, op_cpu_start = cpu_seconds(apiserver), cpu_seconds(operator.pid)
+            every_start = cpu_by_process(pids)
             op_seconds, latencies, create_seconds = operator_run(
                 plane.admin_kubeconfig, args.tenants, args.observe)
+            op_run_cpu = ms_per_tenant(every_start, cpu_by_process(pids), args.tenants)
             requests_after = apiserver_cost.snapshot(admin)
             admin.close()
             op_apiserver_cpu = cpu_seconds(apiserver) - cpu_start
@@ -262,6 +285,9 @@ def main() -> None:
     print(f"CPU per tenant        : apiserver {base_apiserver_cpu * per_tenant_ms:.0f} ms "
           f"(baseline), {op_apiserver_cpu * per_tenant_ms:.0f} ms (operator run); "
           f"operator {op_cpu * per_tenant_ms:.0f} ms", file=out)
+    print("CPU ms per tenant, every process: baseline " + ", ".join(
+              f"{k} {v:.0f}" for k, v in base_cpu.items()) + "; operator run " + ", ".join(
+              f"{k} {v:.0f}" for k, v in op_run_cpu.items()), file=out)
     print("apiserver requests per tenant in the operator run (the bench's creates and Ready "
           "polls included):\n  " + apiserver_cost.describe(
               requests_before, requests_after, args.tenants).replace("\n", "\n  "), file=out)
@@ -273,11 +299,12 @@ def main() -> None:
                                 "objects_per_s": objects / base_seconds,
                                 "apiserver_cpu_ms_per_tenant":
                                     base_apiserver_cpu * per_tenant_ms,
-                                "removed_s": settle_seconds},
+                                "removed_s": settle_seconds, "cpu_ms_per_tenant": base_cpu},
                    "operator": {"tenants_per_s": op_rate, "ready_p50_s": p50,
                                 "ready_p99_s": p99, "creates_s": create_seconds,
                                 "operator_cpu_ms_per_tenant": op_cpu * per_tenant_ms,
                                 "apiserver_cpu_ms_per_tenant": op_apiserver_cpu * per_tenant_ms,
+                                "cpu_ms_per_tenant": op_run_cpu,
                                 "requests_per_tenant": apiserver_cost.as_json(
                                     requests_before, requests_after, args.tenants)},
                    "ratio": op_rate / base_rate,
