@@ -12,11 +12,21 @@ One run, one local control plane, one webhook process (`tenantry webhook run`, c
     apiserver's webhook client certificate, as the webhook requires).
 Dry runs are admitted (and reviewed) like real creates but store nothing.
 
+Rates move with the machine's load; CPU per request does much less: during each throughput block
+the CPU time (/proc/PID/stat, user + system) of the webhook, the apiserver, etcd and this client
+is divided by the requests done, in microseconds. The webhook's connections (ESTABLISHED, and
+TIME_WAIT left by closed ones) are counted at the end of each block with the webhook: a
+keep-alive the apiserver reuses leaves a handful established and none waiting.
+
     .venv/bin/python bench/bench_webhook.py [--requests 1000] [--concurrency 8] [--json]
 
 With --json the figures go to standard output as one JSON object (the table to standard error):
 {"latency_ms": {"without", "with"} each {"p50", "p99"}, "added_ms": {"p50", "p99"},
- "throughput": {"without", "with", "direct"} (requests/s), "ratio"}.
+ "throughput": {"without", "with", "direct"} (requests/s), "ratio",
+ "cpu_us_per_request": {"without", "with", "direct"} each {"webhook", "webhook_system" (the
+ kernel's part of it), "apiserver", "etcd", "client"}, "webhook_cpu_us_per_review" (through
+ the apiserver),
+ "webhook_connections": {"established", "time_wait"} (largest seen)}.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import ssl
 import statistics
 import sys
@@ -111,12 +122,69 @@ def latency(plane: LocalControlPlane, requests: int) -> dict[str, list[float]]:
     return samples
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None) -> tuple[float, float]:
+    """User and system CPU time of process `pid` (None: this process), in seconds."""
+    if pid is None:
+        times = os.times()
+        return times.user, times.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK  # utime, stime (fields 14, 15)
+
+
+def connections(port: int) -> dict[str, int]:
+    """TCP connections to local `port`: ESTABLISHED and TIME_WAIT (left by closed ones)."""
+    counts = {"established": 0, "time_wait": 0}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if int(local.rsplit(":", 1)[1], 16) != port:
+                continue
+            if state == "01":
+                counts["established"] += 1
+            elif state == "06":
+                counts["time_wait"] += 1
+    return counts
+
+
+class Meter:
+    """CPU seconds (user + system) of named processes; also the system part of `split`'s."""
+
+    def __init__(self, pids: dict[str, int | None], split: str = "webhook") -> None:
+        self.pids = pids
+        self.split = split
+
+    def read(self) -> dict[str, float]:
+        seconds: dict[str, float] = {}
+        for name, pid in self.pids.items():
+            user, system = cpu_seconds(pid)
+            seconds[name] = user + system
+            if name == self.split:
+                seconds[f"{name}_system"] = system
+        return seconds
+
+
 def throughput(port: int, context: ssl.SSLContext, path_of: dict[str, str],
                bodies: dict[str, bytes], concurrency: int, seconds: float,
-               blocks: int = 4) -> dict[str, float]:
-    """Requests/s per key, in alternating blocks of `seconds / blocks` each."""
+               blocks: int = 4, meter: Meter | None = None,
+               cpu: dict[str, dict[str, float]] | None = None,
+               watch_port: int | None = None,
+               seen: dict[str, int] | None = None) -> dict[str, float]:
+    """Requests/s per key, in alternating blocks of `seconds / blocks` each.
+
+    With `meter`, `cpu[key]` receives each metered process's CPU microseconds per request; with
+    `watch_port`, `seen` the most connections to it counted at the end of a block.
+    """
     done = dict.fromkeys(path_of, 0)
     spent = dict.fromkeys(path_of, 0.0)
+    used: dict[str, dict[str, float]] = {key: {} for key in path_of}
     clients = [Client(port, context) for _ in range(concurrency)]
     order = [key for _ in range(blocks // 2) for key in path_of]
     for key in order:
@@ -134,6 +202,7 @@ def throughput(port: int, context: ssl.SSLContext, path_of: dict[str, str],
                     return
                 counts[index] += 1
 
+        before = meter.read() if meter is not None else {}
         started = time.perf_counter()
         threads = [threading.Thread(target=work, args=(i,)) for i in range(concurrency)]
         for thread in threads:
@@ -144,6 +213,17 @@ def throughput(port: int, context: ssl.SSLContext, path_of: dict[str, str],
             raise RuntimeError(f"{key}: {errors[0]}")
         spent[key] += time.perf_counter() - started
         done[key] += sum(counts)
+        if meter is not None:
+            after = meter.read()
+            for name in after:
+                used[key][name] = used[key].get(name, 0.0) + after[name] - before[name]
+        if watch_port is not None and seen is not None:
+            for state, count in connections(watch_port).items():
+                seen[state] = max(seen.get(state, 0), count)
+    if cpu is not None:
+        for key in path_of:
+            cpu[key] = {name: 1e6 * value / max(done[key], 1)
+                        for name, value in used[key].items()}
     return {key: done[key] / spent[key] for key in path_of}
 
 
@@ -217,11 +297,17 @@ def main() -> None:
             samples = latency(plane, args.requests)
             tenant, plain = samples[TENANT_NS], samples[PLAIN_NS]
             bodies = {ns: json.dumps(hardened_pod(ns)).encode() for ns in (TENANT_NS, PLAIN_NS)}
-            rates = throughput(plane.port, context,
-                               {ns: create_path(ns) for ns in (PLAIN_NS, TENANT_NS)},
-                               bodies, args.concurrency, 2 * args.seconds)
             webhook_port = int(next(a for a in webhook.argv if a.startswith("127.0.0.1:"))
                                .rsplit(":", 1)[1])
+            pids = {process.name: process.pid for process in plane.processes()}
+            meter = Meter({"webhook": webhook.pid, "apiserver": pids["kube-apiserver"],
+                           "etcd": pids["etcd"], "client": None})
+            cpu: dict[str, dict[str, float]] = {}
+            seen: dict[str, int] = {}
+            rates = throughput(plane.port, context,
+                               {ns: create_path(ns) for ns in (PLAIN_NS, TENANT_NS)},
+                               bodies, args.concurrency, 2 * args.seconds, meter=meter,
+                               cpu=cpu, watch_port=webhook_port, seen=seen)
             direct_context = ssl.create_default_context(
                 cafile=str(workdir / "webhook-certs" / "ca.crt"))
             # The webhook answers only the apiserver: post with its client certificate.
@@ -230,7 +316,7 @@ def main() -> None:
             direct = throughput(webhook_port, direct_context,
                                 {"direct": "/validate/workloads"},
                                 {"direct": review_body(TENANT_NS)}, args.concurrency,
-                                args.seconds, blocks=2)
+                                args.seconds, blocks=2, meter=meter, cpu=cpu)
         finally:
             webhook.stop()
 
@@ -254,6 +340,16 @@ def main() -> None:
           f"apiserver)   ratio {ratio:.2f}", file=out)
     print(f"  webhook alone:   {direct['direct']:7.1f} AdmissionReviews/s posted directly",
           file=out)
+    print("CPU per request (us), during those blocks:", file=out)
+    names = ("webhook", "webhook_system", "apiserver", "etcd", "client")
+    print("  " + " " * 17 + "".join(f"{name.replace('webhook_', 'of it '):>15}"
+                                     for name in names), file=out)
+    for label, key in (("without webhook", PLAIN_NS), ("with webhook", TENANT_NS),
+                       ("webhook alone", "direct")):
+        print(f"  {label + ':':<17}" + "".join(f"{cpu[key][name]:15.0f}" for name in names),
+              file=out)
+    print(f"webhook connections (most seen at a block's end): {seen.get('established', 0)} "
+          f"established, {seen.get('time_wait', 0)} in TIME_WAIT", file=out)
     out.flush()
     if args.json:
         json.dump({"requests": args.requests, "concurrency": args.concurrency,
@@ -262,7 +358,11 @@ def main() -> None:
                    "added_ms": {"p50": p50_t - p50_p, "p99": p99_t - p99_p},
                    "throughput": {"without": rates[PLAIN_NS], "with": rates[TENANT_NS],
                                   "direct": direct["direct"]},
-                   "ratio": ratio}, sys.stdout, indent=2)
+                   "ratio": ratio,
+                   "cpu_us_per_request": {"without": cpu[PLAIN_NS], "with": cpu[TENANT_NS],
+                                          "direct": cpu["direct"]},
+                   "webhook_cpu_us_per_review": cpu[TENANT_NS]["webhook"],
+                   "webhook_connections": seen}, sys.stdout, indent=2)
         print()
 
 if __name__ == "__main__":
