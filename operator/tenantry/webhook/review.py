@@ -8,6 +8,11 @@ apiserver.
 Only `admission.k8s.io/v1` is accepted: the webhook configuration asks for v1 alone
 (`admissionReviewVersions: [v1]`), so anything else did not come from a correctly configured
 apiserver.
+
+Reading the body is the largest single step of a review (~30 us of json.loads for a 4 KB pod),
+so `load_json` parses with orjson (~10 us) wherever orjson builds exactly the value json.loads
+would, and hands everything else to json.loads, whose value (or error) it then is; see there.
+`encode_review` likewise writes the answer with orjson, falling back to json.dumps.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import json
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+
+import orjson
 
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
@@ -32,6 +39,32 @@ _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 class MalformedReview(ValueError):
     """The body is not an AdmissionReview v1 request we can judge; the message says why."""
+
+
+# Digits mapped to "0", every other byte to " ": a run of 19 zeros in the image of a body is a
+# run of 19 digits in it (translate and a substring search are C loops, ~5 us for 4 KB).
+_DIGITS = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def load_json(body: bytes) -> Any:
+    """`json.loads(body)`: the same value, or the same error, only faster where that is sure.
+
+    On text both accept, orjson and json.loads build the same value except for integers beyond
+    64 bits, which orjson turns into floats (json.loads keeps every integer exact). Such an
+    integer has at least 19 digits; so a body with no run of 19 digits anywhere (in a string or
+    not: a false alarm only costs speed) goes to orjson, and any other body, or one orjson
+    refuses (NaN, a lone surrogate escape, a byte order mark, UTF-16, nesting beyond 1024, ...),
+    to json.loads, whose value or error the caller then gets as before. Floats both parse
+    correctly rounded, so alike. `tests/unit/webhook/test_review_fast_paths.py` checks the
+    equality on generated bodies.
+    """
+    if _LONG_DIGIT_RUN not in body.translate(_DIGITS):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # json.loads's verdict (and error message) below
+    return json.loads(body)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -162,7 +195,7 @@ def parse_review(body: bytes, content_type: str | None = "application/json") -> 
     if not body:
         raise MalformedReview("empty body: expected an AdmissionReview")
     try:
-        document = json.loads(body)
+        document = load_json(body)
     except (UnicodeDecodeError, ValueError) as error:
         raise MalformedReview(f"body is not JSON: {error}") from None
     if not isinstance(document, dict):
@@ -261,6 +294,19 @@ def review_response(uid: str, verdict: Verdict) -> dict[str, Any]:
     if verdict.audit_annotations:
         response["auditAnnotations"] = dict(verdict.audit_annotations)
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
+
+
+def encode_review(review: Mapping[str, Any]) -> bytes:
+    """An answer (`review_response`) as JSON bytes: orjson's, or json.dumps's for what orjson
+    refuses (a lone surrogate a message quotes from the object, an integer beyond 64 bits).
+
+    Both are the same JSON value; orjson writes it without spaces and non-ASCII as UTF-8, where
+    json.dumps escapes it (\\uXXXX): the apiserver reads either alike.
+    """
+    try:
+        return orjson.dumps(review)
+    except orjson.JSONEncodeError:
+        return json.dumps(review).encode()
 
 
 def bad_request(reason: str) -> dict[str, Any]:

@@ -42,6 +42,10 @@ def peer_certificate(request: web.Request) -> dict[str, Any] | None:
 def endpoint(route: WebhookRoute, clients: clientauth.ClientPolicy,
              ) -> Callable[[web.Request], Awaitable[web.Response]]:
     """The aiohttp handler serving `route` to the peers `clients` allows."""
+    # The route's metric children, looked up at their first review rather than at each one
+    # (`labels` takes a lock and builds the key every time). `parse_review` bounds the
+    # operation to four values, so there are at most twelve.
+    children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     async def serve(request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -72,13 +76,20 @@ def endpoint(route: WebhookRoute, clients: clientauth.ClientPolicy,
                 f"{route.name}: internal error while judging this request; refusing "
                 "(fail closed). Try again; if it persists, see the webhook's log", code=500)
         elapsed = time.perf_counter() - started
-        metrics.REVIEWS.labels(route.name, metrics.operation(admission.operation),
-                               outcome).inc()
-        metrics.REVIEW_DURATION.labels(route.name).observe(elapsed)
+        child = children.get((admission.operation, outcome))
+        if child is None:
+            child = children[(admission.operation, outcome)] = (
+                metrics.REVIEWS.labels(route.name, metrics.operation(admission.operation),
+                                       outcome),
+                metrics.REVIEW_DURATION.labels(route.name))
+        child[0].inc()
+        child[1].observe(elapsed)
         if elapsed > SLOW_REVIEW:
             logger.warning("%s: slow review (%.2fs) for %s %s/%s", route.name, elapsed,
                            admission.kind, admission.namespace, admission.display_name)
-        return web.json_response(review.review_response(admission.uid, verdict))
+        return web.Response(body=review.encode_review(review.review_response(admission.uid,
+                                                                             verdict)),
+                            content_type="application/json")
 
     return serve
 
