@@ -14,9 +14,12 @@ Dry runs are admitted (and reviewed) like real creates but store nothing.
 
 Rates move with the machine's load; CPU per request does much less: during each throughput block
 the CPU time (/proc/PID/stat, user + system) of the webhook, the apiserver, etcd and this client
-is divided by the requests done, in microseconds. The webhook's connections (ESTABLISHED, and
-TIME_WAIT left by closed ones) are counted at the end of each block with the webhook: a
-keep-alive the apiserver reuses leaves a handful established and none waiting.
+is divided by the requests done, in microseconds. Their sum per plain create over their sum per
+tenant create is `cpu_ratio`: the throughput ratio a machine whose cores these processes keep
+busy would show, steadier than the measured one when other load comes and goes. The webhook's
+connections (ESTABLISHED, and TIME_WAIT left by closed ones) are counted at the end of each
+block with the webhook: a keep-alive the apiserver reuses leaves a handful established and none
+waiting.
 
     .venv/bin/python bench/bench_webhook.py [--requests 1000] [--concurrency 8] [--json]
 
@@ -26,7 +29,7 @@ With --json the figures go to standard output as one JSON object (the table to s
  "cpu_us_per_request": {"without", "with", "direct"} each {"webhook", "webhook_system" (the
  kernel's part of it), "apiserver", "etcd", "client"}, "webhook_cpu_us_per_review" (through
  the apiserver),
- "webhook_connections": {"established", "time_wait"} (largest seen)}.
+ "cpu_ratio", "webhook_connections": {"established", "time_wait"} (largest seen)}.
 """
 
 from __future__ import annotations
@@ -324,6 +327,9 @@ def main() -> None:
     p50_t, p50_p = statistics.median(tenant) * ms, statistics.median(plain) * ms
     p99_t, p99_p = percentile(tenant, 0.99) * ms, percentile(plain, 0.99) * ms
     ratio = rates[TENANT_NS] / rates[PLAIN_NS]
+    processes = ("webhook", "apiserver", "etcd", "client")
+    cpu_ratio = (sum(cpu[PLAIN_NS][name] for name in processes)
+                 / sum(cpu[TENANT_NS][name] for name in processes))
     print(f"dry-run pod creates, {args.requests} per namespace, interleaved, one connection:",
           file=out)
     print(f"  without webhook (plain namespace): p50 {p50_p:6.2f} ms   p99 {p99_p:6.2f} ms",
@@ -348,6 +354,8 @@ def main() -> None:
                        ("webhook alone", "direct")):
         print(f"  {label + ':':<17}" + "".join(f"{cpu[key][name]:15.0f}" for name in names),
               file=out)
+    print(f"  CPU ratio (all four, per plain create / per tenant create): {cpu_ratio:.2f}",
+          file=out)
     print(f"webhook connections (most seen at a block's end): {seen.get('established', 0)} "
           f"established, {seen.get('time_wait', 0)} in TIME_WAIT", file=out)
     out.flush()
@@ -362,6 +370,7 @@ def main() -> None:
                    "cpu_us_per_request": {"without": cpu[PLAIN_NS], "with": cpu[TENANT_NS],
                                           "direct": cpu["direct"]},
                    "webhook_cpu_us_per_review": cpu[TENANT_NS]["webhook"],
+                   "cpu_ratio": cpu_ratio,
                    "webhook_connections": seen}, sys.stdout, indent=2)
         print()
 
