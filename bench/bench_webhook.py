@@ -38,6 +38,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import ssl
 import statistics
 import sys
@@ -322,6 +323,7 @@ def main() -> None:
                                 args.seconds, blocks=2, meter=meter, cpu=cpu)
         finally:
             webhook.stop()
+            shutil.rmtree(workdir, ignore_errors=True)  # its certificates and logs
 
     ms = 1000.0
     p50_t, p50_p = statistics.median(tenant) * ms, statistics.median(plain) * ms
