@@ -19,10 +19,10 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from tenantry.model.tenant import Role, SubjectKind
+from tenantry.model.tenant import ROLE_RANK, Role, SubjectKind
 
 _ROLES: Mapping[object, Role] = {role.value: role for role in Role}
-RANK: Mapping[Role, int] = {Role.VIEWER: 1, Role.MEMBER: 2, Role.ADMIN: 3, Role.OWNER: 4}
+RANK: Mapping[Role, int] = ROLE_RANK
 
 
 def at_least(role: Role | None, minimum: Role) -> bool:

@@ -39,7 +39,6 @@ SERVICE_ACCOUNTS_RULE = "credentialServiceAccounts"
 SCOPE_RULE = "credentialScope"
 SA_USER_PREFIX = "system:serviceaccount:"
 SCOPE_MANAGERS = (tenant.Role.OWNER, tenant.Role.ADMIN)
-_RANK = {tenant.Role.VIEWER: 1, tenant.Role.MEMBER: 2, tenant.Role.ADMIN: 3, tenant.Role.OWNER: 4}
 
 
 def _foreign_namespace(entry: str) -> str | None:
@@ -111,9 +110,10 @@ def tenant_role(username: str, groups: Collection[str],
     if username.startswith(SA_USER_PREFIX):
         namespace = username[len(SA_USER_PREFIX):].split(":", 1)[0]
         if namespace in {entry.name for entry in spec.namespaces}:
-            roles = [min(role, tenant.Role.MEMBER, key=_RANK.__getitem__) for role in roles]
+            roles = [min(role, tenant.Role.MEMBER, key=tenant.ROLE_RANK.__getitem__)
+                     for role in roles]
             roles.append(tenant.Role.MEMBER)
-    return max(roles, key=_RANK.__getitem__, default=None)
+    return max(roles, key=tenant.ROLE_RANK.__getitem__, default=None)
 
 
 def _scope(obj: Mapping[str, Any] | None) -> str | None:
