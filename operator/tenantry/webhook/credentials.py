@@ -37,7 +37,7 @@ from tenantry.webhook.review import AdmissionRequest, Handler, Verdict
 NAMESPACE_RULE = "credentialNamespace"
 SERVICE_ACCOUNTS_RULE = "credentialServiceAccounts"
 SCOPE_RULE = "credentialScope"
-SA_USER_PREFIX = "system:serviceaccount:"
+SA_USER_PREFIX = tenant.SERVICE_ACCOUNT_USER_PREFIX
 SCOPE_MANAGERS = (tenant.Role.OWNER, tenant.Role.ADMIN)
 
 
