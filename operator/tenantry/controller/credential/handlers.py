@@ -11,8 +11,8 @@
   receives other Secrets through it) re-verifies a Credential as soon as its Secret is deleted or
   changed in any way but the operator's own last write (known by resourceVersion, not by a
   manager name anyone could claim): tampering is reported within a second. It is one watch per
-  tenant namespace holding Credentials (`watches`), not kopf's cluster-wide one: the operator
-  may read Secrets only in tenant namespaces.
+  tenant namespace (`watches`), not kopf's cluster-wide one: the operator may read Secrets only
+  in tenant namespaces.
 
 A lock per Credential keeps these three from running over each other. The last intact copy of
 each Credential's envelopes (ciphertext only) is kept in memory, so a tampered Secret of an
@@ -79,8 +79,7 @@ class CredentialState:
     intact: its own writes coming back through the watch are known by their resourceVersion
     (not mistaken for someone else's), and a reconcile need not read it again."""
     secret_watches: watches.TenantSecretWatches | None = None
-    """The ciphertext Secret watches, one per tenant namespace holding Credentials, made at the
-    first namespace or Credential event."""
+    """The ciphertext Secret watches, one per tenant namespace, made at the first namespace."""
     directory: watches.Directory = dataclasses.field(default_factory=watches.Directory)
     bodies: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     """Credential UID -> its body as kopf's watch last delivered it (no managedFields)."""
@@ -372,8 +371,7 @@ logging.getLogger("kopf.objects").addFilter(_QuietFeeders())
 
 @kopf.on.event("", "v1", "namespaces", id="credential-namespaces")
 async def follow_namespace(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Start or stop the ciphertext watch of a namespace as it becomes or stops being a tenant's
-    (started only once it holds a Credential, `follow_credential`).
+    """Start or stop the ciphertext watch of a namespace as it becomes or stops being a tenant's.
 
     Every namespace, not only labelled ones: a namespace released by its Tenant loses its labels,
     and a label filter would never show that change. kopf watches namespaces anyway (the Tenant
@@ -381,17 +379,11 @@ async def follow_namespace(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
     context, in which kopf Events can be posted.
     """
     state = _state(memo)
-    _secret_watches(memo, state).update(event.get("type"), event.get("object") or {})
-    state.directory.update_namespace(event.get("type"), event.get("object") or {})
-
-
-def _secret_watches(memo: kopf.Memo, state: CredentialState) -> watches.TenantSecretWatches:
-    """The ciphertext watches, made by the first namespace or Credential event (the shared
-    client exists by then: kopf starts watching after the start-up handlers)."""
     if state.secret_watches is None:
         state.secret_watches = watches.TenantSecretWatches(
             memo.api.api, lambda kind, obj: _on_ciphertext_event(memo, kind, obj))
-    return state.secret_watches
+    state.secret_watches.update(event.get("type"), event.get("object") or {})
+    state.directory.update_namespace(event.get("type"), event.get("object") or {})
 
 
 @kopf.on.event(common.GROUP, common.VERSION, tenant_model.PLURAL, id="credential-tenants")
@@ -402,17 +394,13 @@ async def follow_tenant(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None
 
 @kopf.on.event(*CREDENTIALS, id="credential-bodies")
 async def follow_credential(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """Keep each Credential's latest body, so `reconcile_now` need not read it again; and
-    follow the ciphertext Secrets of its namespace from its first event on (`watches`: a
-    tenant namespace without Credentials has no watch)."""
+    """Keep each Credential's latest body, so `reconcile_now` need not read it again."""
     obj = event.get("object") or {}
     meta = obj.get("metadata") or {}
     uid = meta.get("uid")
     if not isinstance(uid, str):
         return
     state = _state(memo)
-    if event.get("type") != "DELETED" and isinstance(meta.get("namespace"), str):
-        _secret_watches(memo, state).credential_seen(meta["namespace"])
     if event.get("type") == "DELETED":
         state.bodies.pop(uid, None)
         state.ciphertexts.pop(f"{meta.get('namespace')}/"

@@ -1,27 +1,14 @@
-"""Tamper detection without cluster-wide Secret access: one ciphertext watch per tenant namespace
-that holds Credentials.
+"""Tamper detection without cluster-wide Secret access: one ciphertext watch per tenant namespace.
 
 The operator may handle Secrets only in tenant namespaces: each holds RoleBinding
 `tenantry-operator-secrets`, applied by the Tenant reconciler with the namespace's fences
 (`tenant.rbac.operator_secrets_binding`); nothing grants the operator Secrets anywhere else.
 kopf watches a resource cluster-wide (or in a fixed set of namespaces), which would need the
 cluster-wide grant, so the ciphertext Secrets are watched here instead, one list + watch per
-tenant namespace, started once the namespace is one and a Credential is seen in it, and stopped
-when it is deleted or released. Which namespaces those are, the handlers learn from kopf's own
-watches of namespaces and Credentials (the operator may list both everywhere): only those the
-operator made for a tenant (both operator labels, `is_tenant_namespace`), since a namespace
-someone merely labelled has no binding.
-
-Why not at once for every tenant namespace: a ciphertext Secret exists only for a Credential
-(the operator writes it; the protection policy keeps tenants from writing one that passes for
-it), and a change to one is acted on only through its Credential, so a namespace without
-Credentials has nothing to watch. Its watch was a list, a connection (a TLS handshake on both
-sides) and a watch held open for every new tenant namespace, the largest request of a Tenant's
-rollout after its children (bench/bench_tenants.py). Started at the first Credential, the watch
-lists what is there, exactly as after an operator restart: a Secret the operator wrote, in
-another version than it wrote, is verified (`handlers._on_ciphertext_event`); until that list,
-a reconcile reads the Secret from the API instead of trusting the watch (`seen_version`,
-`lists_none` say None / False).
+tenant namespace, started when the namespace becomes one and stopped when it is deleted or
+released. Which namespaces those are, the handlers learn from kopf's own watch of namespaces
+(the operator may list namespaces everywhere): only those the operator made for a tenant (both
+operator labels, `is_tenant_namespace`), since a namespace someone merely labelled has no binding.
 
 Every change of a ciphertext Secret goes to one callback as (event type, object without its
 data), as kopf's cluster-wide watch delivered it before. A namespace just created has no binding
@@ -141,8 +128,7 @@ def watch_client(api: aclient.ApiClient) -> aclient.ApiClient:
 
 
 class TenantSecretWatches:
-    """A watch of the ciphertext Secrets in each tenant namespace holding a Credential, on a
-    client of its own.
+    """A watch of the ciphertext Secrets in each tenant namespace, on a client of its own.
 
     `follow` creates the watch's task in the caller's context: called from a kopf handler, that
     context lets the callback post kopf Events.
@@ -154,35 +140,17 @@ class TenantSecretWatches:
         self.secrets: dict[str, listwatch.ListWatch[dict[str, Any]]] = {}
         """Namespace -> its watch, whose `items` hold each Secret's metadata as last seen."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._tenant_namespaces: set[str] = set()
-        """Namespaces the operator made for a tenant, as kopf's namespace watch last said."""
-        self._with_credentials: set[str] = set()
-        """Namespaces a Credential was seen in (kept until the namespace is deleted: one that
-        held Credentials is likely to again, and its watch is cheap once open)."""
 
     def update(self, kind: str | None, namespace: Mapping[str, Any]) -> None:
         """A namespace was listed (kind None), ADDED, MODIFIED or DELETED: follow it while it is
-        a tenant namespace holding Credentials, and not a moment longer."""
+        a tenant namespace, and not a moment longer."""
         name = (namespace.get("metadata") or {}).get("name")
         if not isinstance(name, str):
             return
         if kind != "DELETED" and is_tenant_namespace(namespace):
-            self._tenant_namespaces.add(name)
-            if name in self._with_credentials:
-                self.follow(name)
+            self.follow(name)
         else:
-            self._tenant_namespaces.discard(name)
-            if kind == "DELETED":
-                self._with_credentials.discard(name)
             self.forget(name)
-
-    def credential_seen(self, namespace: str) -> None:
-        """kopf reported a Credential in `namespace` (listed, added or changed): follow the
-        namespace's ciphertext Secrets from now on, if it is a tenant namespace (elsewhere the
-        operator may not read Secrets; should it become one, `update` starts the watch)."""
-        self._with_credentials.add(namespace)
-        if namespace in self._tenant_namespaces:
-            self.follow(namespace)
 
     def follow(self, name: str) -> None:
         if name in self._tasks:
